@@ -1,0 +1,1 @@
+"""Classical data-assimilation methods, registered as plugins like any third party's."""

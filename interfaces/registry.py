@@ -1,0 +1,174 @@
+"""The plugin manager: loads every plugin from the entry-point group, isolates failures, and
+looks methods, models and observation kinds up by name."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import UsageError, unknown_name
+
+
+@dataclass
+class Entry:
+    name: str
+    factory: Any
+    description: str
+    plugin: str
+
+
+@dataclass
+class Registry:
+    """What the plugins registered, and which plugins were skipped and why."""
+
+    assimilators: dict[str, Entry] = field(default_factory=dict)
+    models: dict[str, Entry] = field(default_factory=dict)
+    observation_kinds: dict[str, Entry] = field(default_factory=dict)
+    #: (plugin name, one-line reason) for every plugin or registration that was skipped.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def _table(self, kind: str) -> dict[str, Entry]:
+        return {"method": self.assimilators, "model": self.models, "observation kind": self.observation_kinds}[kind]
+
+    def lookup(self, kind: str, name: str) -> Entry:
+        table = self._table(kind)
+        if name not in table:
+            raise unknown_name(kind, name, table)
+        return table[name]
+
+    def assimilator(self, name: str) -> Entry:
+        return self.lookup("method", name)
+
+    def model(self, name: str) -> Entry:
+        return self.lookup("model", name)
+
+    def kinds(self) -> dict[str, tuple[Callable, str]]:
+        return {n: (e.factory, e.description) for n, e in self.observation_kinds.items()}
+
+
+class PluginRegistrar:
+    """The object a plugin's hook receives: it stamps the plugin's name on what it adds."""
+
+    def __init__(self, registry: Registry, plugin: str):
+        self._registry = registry
+        self.plugin = plugin
+        self.added: list[tuple[dict, str]] = []
+
+    def _add(self, kind: str, name: str, factory: Any, description: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{kind} registered without a name")
+        table = self._registry._table(kind)
+        if name in table:
+            other = table[name].plugin
+            self._registry.problems.append(
+                (self.plugin, f"{kind} '{name}' rejected: already registered by plugin '{other}'")
+            )
+            return
+        table[name] = Entry(name, factory, description, self.plugin)
+        self.added.append((table, name))
+
+    def add_assimilator(self, factory: Any, name: str | None = None, description: str | None = None) -> None:
+        """Register an Assimilator subclass (or a factory with ``name``/``description``)."""
+        from .assimilator import Assimilator
+
+        if isinstance(factory, type) and not issubclass(factory, Assimilator):
+            raise TypeError(f"{factory.__name__} is not a subclass of interfaces.assimilator.Assimilator")
+        self._add("method", name or getattr(factory, "name", ""), factory,
+                  description or getattr(factory, "description", "") or "")
+
+    def add_model(self, factory: Any, name: str | None = None, description: str | None = None) -> None:
+        self._add("model", name or getattr(factory, "name", ""), factory,
+                  description or getattr(factory, "description", "") or "")
+
+    def add_observation_kind(self, name: str, builder: Callable, description: str = "") -> None:
+        """``builder(arg, model, generator) -> interfaces.observations.PointSet``."""
+        self._add("observation kind", name, builder, description)
+
+    def rollback(self) -> None:
+        for table, name in self.added:
+            table.pop(name, None)
+        self.added.clear()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _entry_points(group: str) -> list[metadata.EntryPoint]:
+    seen, out = set(), []
+    for ep in metadata.entry_points(group=group):
+        if (ep.name, ep.value) not in seen:
+            seen.add((ep.name, ep.value))
+            out.append(ep)
+    return out
+
+
+def build_registry(extra_plugins: Iterable[tuple[str, Any]] = (), group: str = hookspecs.ENTRY_POINT_GROUP) -> Registry:
+    """Load every plugin of the entry-point group (plus ``extra_plugins``: (name, module)).
+
+    A plugin that fails to import or whose hook raises is recorded in ``problems`` and skipped;
+    whatever it had registered before failing is removed.
+    """
+    registry = Registry()
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    candidates: list[tuple[str, Any]] = []
+    for ep in _entry_points(group):
+        try:
+            candidates.append((ep.name, ep.load()))
+        except BaseException as exc:  # noqa: BLE001 - any failure of third-party code is isolated
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            registry.problems.append((ep.name, f"failed to import: {_one_line(exc)}"))
+    candidates.extend(extra_plugins)
+
+    for name, plugin in candidates:
+        try:
+            manager.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001
+            registry.problems.append((name, f"failed to register: {_one_line(exc)}"))
+            continue
+        for impl in manager.hook.da_harness_register.get_hookimpls():
+            if impl.plugin_name != name:
+                continue
+            registrar = PluginRegistrar(registry, name)
+            try:
+                impl.function(registry=registrar)
+            except Exception as exc:  # noqa: BLE001
+                registrar.rollback()
+                registry.problems.append((name, f"failed in da_harness_register: {_one_line(exc)}"))
+    return registry
+
+
+_DEFAULT: Registry | None = None
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The process-wide registry, built on first use."""
+    global _DEFAULT
+    if _DEFAULT is None or reload:
+        _DEFAULT = build_registry()
+    return _DEFAULT
+
+
+def report_problems(registry: Registry, stream=None) -> None:
+    """One warning line per skipped plugin or rejected registration."""
+    stream = stream or sys.stderr
+    for plugin, reason in registry.problems:
+        print(f"da-harness: warning: plugin '{plugin}' skipped: {reason}", file=stream)
+
+
+def instantiate_method(registry: Registry, name: str, options: dict[str, Any]):
+    entry = registry.assimilator(name)
+    try:
+        return entry.factory(**options)
+    except UsageError:
+        raise
+    except TypeError as exc:
+        raise UsageError(f"method '{name}' (plugin '{entry.plugin}') rejected its options: {exc}") from exc
