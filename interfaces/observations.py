@@ -108,8 +108,9 @@ class SparseLinearOperator(ObservationOperator):
 
     def __init__(self, state_shape, index, weight, std, locations, channels, spec=""):
         super().__init__(state_shape, std, locations, channels, spec)
-        self.index = torch.as_tensor(index, dtype=torch.long).reshape(self.n_obs, -1)
-        self.weight = torch.as_tensor(weight, dtype=torch.float64).reshape(self.n_obs, -1)
+        index = torch.as_tensor(index, dtype=torch.long)
+        self.index = index.unsqueeze(1) if index.dim() == 1 else index
+        self.weight = torch.as_tensor(weight, dtype=torch.float64).reshape(self.index.shape)
 
     def apply(self, flat):
         gathered = flat[:, self.index]  # (members, n_obs, k)

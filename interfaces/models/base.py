@@ -31,6 +31,9 @@ class Model(abc.ABC):
     #: Model time advanced by one assimilation cycle, and its unit (CF style, e.g. "hours").
     cycle_length: float = 1.0
     time_units: str = "1"
+    #: Names and units of the columns of ``point_coords`` (written with observation locations).
+    location_names: tuple[str, ...] = ("index",)
+    location_units: tuple[str, ...] = ("1",)
     #: Default observation-error std per variable.
     default_obs_std: tuple[float, ...] = (1.0,)
 

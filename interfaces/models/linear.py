@@ -14,10 +14,14 @@ from .base import Model
 
 
 def _smooth_covariance(n: int, length: float, variance: float) -> torch.Tensor:
-    i = torch.arange(n, dtype=torch.float64)
-    d = (i[:, None] - i[None, :]).abs()
-    d = torch.minimum(d, n - d)
-    return variance * torch.exp(-0.5 * (d / length) ** 2) + 1e-8 * torch.eye(n, dtype=torch.float64)
+    """A homogeneous covariance on the ring, built from a positive Gaussian spectrum so that it
+    is positive definite by construction (a Gaussian of the ring distance need not be)."""
+    k = torch.fft.fftfreq(n, dtype=torch.float64) * n
+    spectrum = torch.exp(-0.5 * (2 * math.pi * k * length / n) ** 2) + 1e-6
+    eye = torch.eye(n, dtype=torch.complex128)
+    cov = torch.fft.ifft(torch.fft.fft(eye, dim=0) * spectrum[:, None], dim=0).real
+    cov = 0.5 * (cov + cov.T)
+    return variance * cov / cov.diagonal().mean()
 
 
 class LinearGaussian(Model):

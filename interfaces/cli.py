@@ -1,0 +1,173 @@
+"""`da-harness`: list plugins, run a cycling experiment, train a method, compare methods."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Sequence
+
+from .errors import HarnessError, UsageError
+from .options import parse_assignments, split_options
+from .registry import get_registry, report_problems
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line with exit code 2 and name the valid choices."""
+
+    def error(self, message: str):  # pragma: no cover - exercised through the CLI tests
+        raise UsageError(message)
+
+
+def _add_experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="lorenz96", help="testbed (see `da-harness models`)")
+    p.add_argument("--obs", default="all", help="observation network: all, every:K, random:F, arctan+..., @var")
+    p.add_argument("--obs-std", default=None, help="observation-error std: one number or var=value,...")
+    p.add_argument("--cycles", type=int, default=100, help="number of assimilation cycles (burn-in included)")
+    p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the scores (default: a tenth)")
+    p.add_argument("--members", type=int, default=None, help="ensemble size (default: the method's preference)")
+    p.add_argument("--seed", type=int, default=0, help="seed for truth, observations and the method")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (for neural methods)")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method or model option (repeatable); prefix with 'model.' or 'method.' if ambiguous")
+    p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
+    p.add_argument("--json", action="store_true", help="print a one-line JSON summary on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="da-harness", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+
+    m = sub.add_parser("methods", help="list the registered assimilators")
+    m.add_argument("--json", action="store_true")
+    md = sub.add_parser("models", help="list the registered models")
+    md.add_argument("--json", action="store_true")
+
+    run = sub.add_parser("run", help="run a cycling experiment")
+    run.add_argument("--method", required=True, help="assimilator (see `da-harness methods`)")
+    _add_experiment_args(run)
+    run.add_argument("--out", default=None, help="netCDF run file to write (cycle by cycle, atomically)")
+    run.add_argument("--resume", action="store_true", help="continue the run file given by --out")
+    run.add_argument("--checkpoint-every", type=int, default=0, help="write the run file every N cycles")
+    run.add_argument("--qc-background", type=float, default=0.0, help="background check: reject |O-B| > K sigma")
+    run.add_argument("--truth", default=None, help="truth trajectory from a netCDF file (run-file format)")
+    run.add_argument("--observations", default=None, help="observations from a netCDF file (run-file format)")
+
+    train = sub.add_parser("train", help="train a method's models (e.g. losda's VAE and diffusion prior)")
+    train.add_argument("--method", required=True)
+    train.add_argument("--steps", type=int, default=None, help="training steps (default: the method's)")
+    _add_experiment_args(train)
+
+    from .compare import add_compare_parser  # the comparison engine owns its arguments
+
+    add_compare_parser(sub)
+    return parser
+
+
+def experiment_from_args(args, registry) -> "Experiment":
+    from .harness import Experiment
+
+    entry = registry.assimilator(args.method)
+    model_entry = registry.model(args.model)
+    routed = split_options(parse_assignments(args.options), {
+        "method": entry.factory.defaults if isinstance(entry.factory, type) else {},
+        "model": model_entry.factory.defaults,
+    })
+    return Experiment(
+        model=args.model, method=args.method, obs=args.obs, obs_std=args.obs_std, cycles=args.cycles,
+        burn_in=args.burn_in, members=args.members, seed=args.seed,
+        model_options=routed["model"], method_options=routed["method"], device=args.device,
+        out=getattr(args, "out", None), resume=getattr(args, "resume", False),
+        progress=not args.no_progress, cache_dir=args.cache_dir,
+        qc_background=getattr(args, "qc_background", 0.0),
+        checkpoint_every=getattr(args, "checkpoint_every", 0),
+        truth_file=getattr(args, "truth", None), observations_file=getattr(args, "observations", None),
+        train_steps=getattr(args, "steps", None),
+    )
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({k: _clean(v) for k, v in summary.items()}))
+        return
+    for key, value in summary.items():
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        print(f"{key:>22}: {text}")
+
+
+def cmd_methods(args, registry) -> int:
+    rows = [(n, e.description, e.plugin) for n, e in sorted(registry.assimilators.items())]
+    if args.json:
+        print(json.dumps([{"name": n, "description": d, "plugin": p} for n, d, p in rows]))
+    else:
+        width = max((len(n) for n, _, _ in rows), default=4)
+        pwidth = max((len(p) for _, _, p in rows), default=6)
+        print(f"{'name':<{width}}  {'plugin':<{pwidth}}  description")
+        for n, d, p in rows:
+            print(f"{n:<{width}}  {p:<{pwidth}}  {d}")
+    return 0
+
+
+def cmd_models(args, registry) -> int:
+    rows = [(n, e.description, e.plugin) for n, e in sorted(registry.models.items())]
+    if args.json:
+        print(json.dumps([{"name": n, "description": d, "plugin": p} for n, d, p in rows]))
+    else:
+        for n, d, p in rows:
+            print(f"{n:<10}  {p:<10}  {d}")
+    return 0
+
+
+def cmd_run(args, registry) -> int:
+    from .harness import run_experiment
+
+    result = run_experiment(experiment_from_args(args, registry), registry)
+    print_summary(result.summary, args.json)
+    return 0
+
+
+def cmd_train(args, registry) -> int:
+    from .harness import setup
+
+    exp = experiment_from_args(args, registry)
+    exp.cycles = max(exp.cycles, 2)
+    s = setup(exp, registry)
+    summary = s.method.train(s.context)
+    print_summary({"method": args.method, "model": args.model, **(summary or {})}, args.json)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        registry = get_registry()
+        report_problems(registry)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        handler = {"methods": cmd_methods, "models": cmd_models, "run": cmd_run, "train": cmd_train}.get(args.command)
+        if handler is None:
+            from .compare import cmd_compare as handler
+        return handler(args, registry)
+    except HarnessError as exc:
+        if debug:
+            raise
+        print(f"da-harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("da-harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

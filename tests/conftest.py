@@ -1,0 +1,28 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets the same session-wide cache, never the user's."""
+    cache = tmp_path_factory.getbasetemp() / "da-cache"
+    monkeypatch.setenv("DA_HARNESS_CACHE", str(cache))
+    yield
+
+
+def run_cli(*args, cache=None, check=None, timeout=600):
+    """Run `da-harness` in a subprocess; returns CompletedProcess."""
+    env = dict(os.environ)
+    if cache is not None:
+        env["DA_HARNESS_CACHE"] = str(cache)
+    proc = subprocess.run([sys.executable, "-m", "interfaces.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, proc.stderr
+    return proc

@@ -1,0 +1,77 @@
+"""The cycling harness and its run files on the reference methods."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from interfaces.harness import Experiment, run_experiment, stream
+from interfaces.models.lorenz96 import Lorenz96, rk4_step
+
+
+def test_lorenz96_matches_its_equation():
+    x = torch.randn(3, 40, dtype=torch.float64)
+    dt = 1e-4
+    # One tiny RK4 step is the tendency to first order.
+    t = (torch.roll(x, -1, -1) - torch.roll(x, 2, -1)) * torch.roll(x, 1, -1) - x + 8.0
+    assert torch.allclose((rk4_step(x, dt, 8.0) - x) / dt, t, rtol=1e-3, atol=1e-3)
+
+
+def test_lorenz96_climatology_has_the_published_statistics():
+    clim = Lorenz96().climatology(2000)
+    assert abs(clim.mean().item() - 2.35) < 0.15
+    assert abs(clim.std().item() - 3.6) < 0.15
+
+
+def test_climatology_reference_scores_and_free_run(tmp_path):
+    out = tmp_path / "clim.nc"
+    clim = run_experiment(Experiment(model="lorenz96", method="climatology", cycles=300, out=str(out))).summary
+    free = run_experiment(Experiment(model="lorenz96", method="free", cycles=300)).summary
+    assert 3.3 < clim["analysis_rmse"] < 3.9  # the published 3.6
+    assert free["analysis_rmse"] > 1.2 * clim["analysis_rmse"]
+    ds = xr.open_dataset(out)
+    for name in ("truth", "background", "analysis", "obs_value", "obs_std", "obs_qc", "background_rmse", "analysis_rmse"):
+        assert name in ds, name
+    assert ds.sizes["time"] == 300 and ds.attrs["method"] == "climatology" and ds.attrs["status"] == "complete"
+    scores = ds["analysis_rmse"].values[30:].mean()
+    assert np.isclose(scores, clim["analysis_rmse"])
+    assert json.loads(ds.attrs["settings"])["seed"] == 0
+
+
+def test_every_method_sees_the_same_truth_and_observations(tmp_path):
+    a = run_experiment(Experiment(method="free", cycles=20, out=str(tmp_path / "a.nc")))
+    b = run_experiment(Experiment(method="climatology", cycles=20, out=str(tmp_path / "b.nc")))
+    da, db = xr.open_dataset(tmp_path / "a.nc"), xr.open_dataset(tmp_path / "b.nc")
+    assert np.array_equal(da.truth.values, db.truth.values)
+    assert np.array_equal(da.obs_value.values, db.obs_value.values)
+    c = run_experiment(Experiment(method="free", cycles=20, seed=1))
+    assert not torch.equal(c.setup.truth, a.setup.truth)
+
+
+def test_streams_are_independent_and_reproducible():
+    a, b = stream(0, "truth"), stream(0, "obs-noise")
+    assert torch.equal(torch.randn(5, generator=stream(0, "truth")), torch.randn(5, generator=a))
+    assert not torch.equal(torch.randn(5, generator=stream(0, "truth")), torch.randn(5, generator=b))
+
+
+def test_ensemble_scores_are_recorded():
+    res = run_experiment(Experiment(method="free", cycles=30, members=5))
+    s = res.summary
+    assert s["members"] == 5 and s["spread"] > 0 and s["crps"] > 0 and s["spread_skill"] > 0
+
+
+def test_linear_model_is_stationary_with_its_covariance():
+    from interfaces.models.linear import LinearGaussian
+
+    m = LinearGaussian()
+    assert torch.allclose(m.M @ m.P_clim @ m.M.T + m.Q, m.P_clim, atol=1e-10)
+    clim = m.climatology(4000)
+    assert torch.allclose(torch.cov(clim.T), m.P_clim, atol=0.25 * m.P_clim.diag().max())
+
+
+def test_background_check_flags_gross_errors():
+    res = run_experiment(Experiment(method="free", cycles=40, qc_background=0.5, obs_std="0.2"))
+    assert res.summary["obs_flagged"] > 0
+    assert res.recorder.scalars["obs_used"].min() < 40
