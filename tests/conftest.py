@@ -26,3 +26,16 @@ def run_cli(*args, cache=None, check=None, timeout=600):
     if check is not None:
         assert proc.returncode == check, proc.stderr
     return proc
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `da-harness` in this process: returns (exit code, stdout, stderr)."""
+    from interfaces.cli import main
+
+    def call(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call

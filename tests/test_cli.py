@@ -16,9 +16,9 @@ def test_methods_lists_reference_methods_with_their_plugin():
     assert {"name": "free", "plugin": "baselines"}.items() <= next(m for m in listed if m["name"] == "free").items()
 
 
-def test_models_lists_testbeds():
-    out = run_cli("models", check=0).stdout
-    assert "lorenz96" in out and "linear" in out
+def test_models_lists_testbeds(cli):
+    code, out, _ = cli("models")
+    assert code == 0 and "lorenz96" in out and "linear" in out
 
 
 def test_run_writes_a_run_file_and_a_json_summary(tmp_path):
@@ -45,9 +45,14 @@ def test_run_writes_a_run_file_and_a_json_summary(tmp_path):
     (["run", "--method", "free", "--device", "tpu"], "valid devices"),
     (["frobnicate"], "invalid choice"),
 ])
-def test_bad_input_is_one_line_with_exit_code_2(args, fragment):
-    proc = run_cli(*args)
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if not l.startswith("da-harness: warning")]
-    assert len(lines) == 1 and lines[0].startswith("da-harness: error:") and fragment in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_bad_input_is_one_line_with_exit_code_2(cli, args, fragment):
+    code, _, err = cli(*args)
+    assert code == 2, err
+    lines = [l for l in err.splitlines() if not l.startswith("da-harness: warning")]
+    assert len(lines) == 1 and lines[0].startswith("da-harness: error:") and fragment in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_bad_input_from_a_real_process_exits_2():
+    proc = run_cli("run", "--method", "nope")
+    assert proc.returncode == 2 and "unknown method 'nope'" in proc.stderr and "Traceback" not in proc.stderr
