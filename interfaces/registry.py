@@ -3,6 +3,7 @@ looks methods, models and observation kinds up by name."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -11,15 +12,31 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import UsageError, unknown_name
+from .errors import PluginError, UsageError, unknown_name
 
 
 @dataclass
 class Entry:
+    """A registered name. ``target`` is the factory itself or a lazy 'module:attribute' string,
+    imported on first use so that listing names never pays for heavy imports."""
+
     name: str
-    factory: Any
+    target: Any
     description: str
     plugin: str
+
+    @property
+    def factory(self) -> Any:
+        if isinstance(self.target, str):
+            module_name, _, attr = self.target.partition(":")
+            try:
+                obj = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the harness down
+                raise PluginError(f"plugin '{self.plugin}' could not load '{self.name}' from {self.target}: {_one_line(exc)}") from exc
+            self.target = obj
+        return self.target
 
 
 @dataclass
@@ -48,7 +65,9 @@ class Registry:
         return self.lookup("model", name)
 
     def kinds(self) -> dict[str, tuple[Callable, str]]:
-        return {n: (e.factory, e.description) for n, e in self.observation_kinds.items()}
+        """Observation kinds for build_operator; lazy builders are imported only when called."""
+        return {n: (lambda arg, model, gen, e=e: e.factory(arg, model, gen), e.description)
+                for n, e in self.observation_kinds.items()}
 
 
 class PluginRegistrar:
@@ -76,17 +95,20 @@ class PluginRegistrar:
         """Register an Assimilator subclass (or a factory with ``name``/``description``)."""
         from .assimilator import Assimilator
 
+        if isinstance(factory, str) and (":" not in factory or not name):
+            raise ValueError(f"lazy factory '{factory}' needs the form 'module:attribute' and a name")
         if isinstance(factory, type) and not issubclass(factory, Assimilator):
             raise TypeError(f"{factory.__name__} is not a subclass of interfaces.assimilator.Assimilator")
         self._add("method", name or getattr(factory, "name", ""), factory,
                   description or getattr(factory, "description", "") or "")
 
     def add_model(self, factory: Any, name: str | None = None, description: str | None = None) -> None:
+        """Register a Model subclass, or a lazy 'module:Class' string with ``name``."""
         self._add("model", name or getattr(factory, "name", ""), factory,
                   description or getattr(factory, "description", "") or "")
 
     def add_observation_kind(self, name: str, builder: Callable, description: str = "") -> None:
-        """``builder(arg, model, generator) -> interfaces.observations.PointSet``."""
+        """``builder(arg, model, generator) -> interfaces.observations.PointSet`` (or 'module:func')."""
         self._add("observation kind", name, builder, description)
 
     def rollback(self) -> None:
