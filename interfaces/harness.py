@@ -200,7 +200,8 @@ class Recorder:
             spread = metrics.spread(analysis, self.weights, self.has_channels)
             for v, name in enumerate(self.variables):
                 self.scalar(self._name("analysis_crps", name), k, float(crps[v]))
-                self.scalar(self._name("analysis_spread", name), k, float(spread[v]))
+                # Not "analysis_spread": that name is the (time, space) spread field in the run file.
+                self.scalar(self._name("ensemble_spread", name), k, float(spread[v]))
         y = obs_values[used]
         if y.numel():
             both = operator_used(torch.stack([xb, xa]))
@@ -233,6 +234,19 @@ def background_check(obs: Observations, background: torch.Tensor, operator, k: f
     var_b = hx.var(0) if background.shape[0] > 1 else torch.zeros(hx.shape[1], dtype=hx.dtype)
     bad = (obs.values - hx.mean(0)).abs() > k * (obs.std ** 2 + var_b).sqrt()
     obs.qc[bad & (obs.qc == QC_USED)] = QC_BACKGROUND
+
+
+def analyse(method: Assimilator, background, obs: Observations, operator, all_used: bool = False):
+    """One analysis with only the QC-passed observations. Returns (analysis, used mask or
+    slice, operator restricted to them); with none usable the analysis is the background."""
+    if all_used:
+        used, op, obs_used = slice(None), operator, obs
+    else:
+        used = obs.used
+        op, obs_used = operator.subset(used), obs.select(used)
+    if len(obs_used) == 0:
+        return background.clone(), used, op
+    return method.assimilate(background, obs_used, op), used, op
 
 
 @dataclass
@@ -287,24 +301,18 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
     for k in range(start, exp.cycles):
         c0 = time.perf_counter()
         background = s.model.forecast(ensemble, forecast_gen)
-        obs = Observations(s.obs_values[k], s.obs_std, s.obs_qc[k].clone())
+        obs = Observations.from_values(s.obs_values[k], s.obs_std, s.obs_qc[k])
         if exp.qc_background > 0:
             background_check(obs, background, s.operator, exp.qc_background)
-        if all_used:
-            used, op, obs_used = None, s.operator, obs
-        else:
-            used = obs.used
-            op, obs_used = s.operator.subset(used), obs.select(used)
         try:
-            analysis = s.method.assimilate(background, obs_used, op) if len(obs_used) else background.clone()
+            analysis, used, op = analyse(s.method, background, obs, s.operator, all_used)
         except HarnessError:
             raise
         except Exception as exc:
             raise PluginError(f"method '{exp.method}' (plugin '{entry.plugin}') failed at cycle {k}: {type(exc).__name__}: {exc}") from exc
         ensemble = _check_analysis(analysis, background, exp.method, entry.plugin)
         rec.obs_qc[k] = obs.qc.numpy()
-        rec.record(k, s.truth[k + 1], background, ensemble, obs.values,
-                   slice(None) if used is None else used, op, s.method.diagnostics(),
+        rec.record(k, s.truth[k + 1], background, ensemble, obs.values, used, op, s.method.diagnostics(),
                    time.perf_counter() - c0)
         if bar is not None:
             bar.update(1)
@@ -366,7 +374,7 @@ def summarise(s: Setup, rec: Recorder, prepare_seconds: float, loop_seconds: flo
         bias_v = metrics.bias(torch.from_numpy((rec.analysis if role == "analysis" else rec.background)[keep]), truth, weights, model.has_channels)
         summary[f"{role}_bias"] = float(bias_v.mean())
     if rec.ensemble:
-        key = "analysis_spread" if not model.has_channels else None
+        key = "ensemble_spread" if not model.has_channels else None
         if key:
             spread_v = float(np.sqrt(np.nanmean(rec.scalars[key][keep] ** 2)))
             summary["spread"] = spread_v
@@ -375,7 +383,7 @@ def summarise(s: Setup, rec: Recorder, prepare_seconds: float, loop_seconds: flo
         else:
             ratios = []
             for v, name in enumerate(model.variables):
-                sp = float(np.sqrt(np.nanmean(rec.scalars[f"analysis_spread_{name}"][keep] ** 2)))
+                sp = float(np.sqrt(np.nanmean(rec.scalars[f"ensemble_spread_{name}"][keep] ** 2)))
                 summary[f"spread_{name}"] = sp
                 summary[f"crps_{name}"] = float(np.nanmean(rec.scalars[f"analysis_crps_{name}"][keep]))
                 ratios.append(metrics.spread_skill(sp, summary[f"analysis_rmse_{name}"], s.members))
