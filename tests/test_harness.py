@@ -75,3 +75,40 @@ def test_background_check_flags_gross_errors():
     res = run_experiment(Experiment(method="free", cycles=40, qc_background=0.5, obs_std="0.2"))
     assert res.summary["obs_flagged"] > 0
     assert res.recorder.scalars["obs_used"].min() < 40
+
+
+def test_nan_observations_are_flagged_and_leave_no_trace():
+    from interfaces.assimilator import Assimilator
+    from interfaces.harness import analyse
+    from interfaces.observations import QC_MISSING, Observations, build_operator
+
+    class Recording(Assimilator):
+        name = "recording"
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def assimilate(self, background, observations, operator):
+            self.seen.append(observations.values.clone())
+            return background + 0.5 * operator.adjoint(observations.values - operator(background))
+
+    model = Lorenz96()
+    op = build_operator("every:2", model, torch.Generator().manual_seed(0))
+    clim = model.climatology(10)
+    background, truth = clim[:3], clim[5]
+    y = op(truth[None])[0]
+    y[::4] = float("nan")
+    y[1] = float("inf")
+    method = Recording()
+    obs = Observations.from_values(y, op.std)
+    assert torch.equal(obs.qc != 0, ~torch.isfinite(y)) and (obs.qc[::4] == QC_MISSING).all()
+    first, used, sub = analyse(method, background, obs, op)
+    other = y.clone()
+    other[~torch.isfinite(y)] = 1e6  # whatever sits under a flag must not matter
+    second, _, _ = analyse(method, background, Observations.from_values(other, op.std, obs.qc), op)
+    assert torch.equal(first, second) and torch.isfinite(first).all()
+    assert all(torch.isfinite(v).all() and len(v) == int(obs.used.sum()) for v in method.seen)
+    everything_flagged = Observations.from_values(torch.full_like(y, float("nan")), op.std)
+    unchanged, _, _ = analyse(method, background, everything_flagged, op)
+    assert torch.equal(unchanged, background) and len(method.seen) == 2
