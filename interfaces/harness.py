@@ -275,7 +275,6 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
             state = io.load_resume(out, s, rec)
             start, ensemble = state["completed"], state["ensemble"]
             forecast_gen.set_state(state["forecast_rng"])
-            s.context.generator.set_state(state["method_rng"])
             method_state = state["method_state"]
     elif out is not None and out.exists() and not exp.resume:
         pass  # overwritten atomically at the first write; an old file stays intact until then
@@ -289,6 +288,9 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
         raise PluginError(f"method '{exp.method}' (plugin '{entry.plugin}') failed in prepare: {type(exc).__name__}: {exc}") from exc
     prepare_seconds = time.perf_counter() - t0
     if exp.resume and start > 0:
+        # After prepare: prepare may draw from the method's stream (e.g. 3D-Var's NMC B), and
+        # those draws must not advance the stream the interrupted run had reached.
+        s.context.generator.set_state(state["method_rng"])
         s.method.load_state_dict(method_state)
     if ensemble is None:
         pick = torch.randint(0, s.climatology.shape[0], (s.members,), generator=stream(exp.seed, "init"))
