@@ -112,3 +112,10 @@ def test_nan_observations_are_flagged_and_leave_no_trace():
     everything_flagged = Observations.from_values(torch.full_like(y, float("nan")), op.std)
     unchanged, _, _ = analyse(method, background, everything_flagged, op)
     assert torch.equal(unchanged, background) and len(method.seen) == 2
+
+
+def test_lorenz96_numpy_and_torch_paths_agree():
+    model = Lorenz96()
+    x = model.climatology(8)
+    differentiable = x.clone().requires_grad_(True)
+    assert torch.allclose(model.forecast(x), model.forecast(differentiable).detach(), rtol=0, atol=1e-13)

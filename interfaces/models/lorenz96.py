@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
 from .base import Model
@@ -19,6 +20,21 @@ def rk4_step(x: torch.Tensor, dt: float, forcing: float) -> torch.Tensor:
     k2 = tendency(x + 0.5 * dt * k1, forcing)
     k3 = tendency(x + 0.5 * dt * k2, forcing)
     k4 = tendency(x + dt * k3, forcing)
+    return x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+def _rk4_numpy(x: np.ndarray, dt: float, forcing: float) -> np.ndarray:
+    """The same RK4 step in NumPy: on 40-variable states torch's per-operation overhead is the
+    whole cost, and NumPy's is a few times smaller (results are bitwise identical)."""
+
+    def f(y):
+        padded = np.concatenate([y[..., -2:], y, y[..., :1]], axis=-1)
+        return (padded[..., 3:] - padded[..., :-3]) * padded[..., 1:-2] - y + forcing
+
+    k1 = f(x)
+    k2 = f(x + 0.5 * dt * k1)
+    k3 = f(x + 0.5 * dt * k2)
+    k4 = f(x + dt * k3)
     return x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
@@ -58,10 +74,17 @@ class Lorenz96(Model):
         self.cycle_length = float(o["dt"]) * int(o["steps_per_cycle"])
 
     def forecast(self, ensemble, generator=None):
-        x = ensemble
-        for _ in range(int(self.options["steps_per_cycle"])):
-            x = rk4_step(x, self.options["dt"], self.options["forcing"])
-        return x
+        dt, forcing = self.options["dt"], self.options["forcing"]
+        steps = int(self.options["steps_per_cycle"])
+        if ensemble.requires_grad or ensemble.dtype != torch.float64 or ensemble.device.type != "cpu":
+            x = ensemble
+            for _ in range(steps):
+                x = rk4_step(x, dt, forcing)
+            return x
+        x = ensemble.numpy()
+        for _ in range(steps):
+            x = _rk4_numpy(x, dt, forcing)
+        return torch.from_numpy(x)
 
     def initial_states(self, n, generator):
         o = self.options
