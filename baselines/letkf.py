@@ -16,7 +16,7 @@ import torch
 from interfaces.assimilator import Assimilator
 from interfaces.errors import UsageError
 
-from .enkf import eigh, ensemble_space, rtps
+from .enkf import ensemble_space, rtps, threads_for
 from .localization import observation_weights
 
 
@@ -56,6 +56,11 @@ class LETKF(Assimilator):
             raise UsageError("letkf needs at least 2 members")
         if operator.n_obs == 0:
             return background.clone()
+        with threads_for(background.numel()):
+            return self._analysis(background, observations, operator)
+
+    def _analysis(self, background, observations, operator):
+        N = background.shape[0]
         o = self.options
         mean, anom, prior_spread, HX, hmean = ensemble_space(background, operator, o["inflation"])
         n_points = self.context.model.n_points
@@ -69,7 +74,7 @@ class LETKF(Assimilator):
         outer = (Ys.T.unsqueeze(2) * Ys.T.unsqueeze(1)).reshape(-1, N * N)  # (p, N*N)
         G = (rho @ outer).reshape(n_points, N, N)
         b = rho @ (Ys * dn).T  # (P, N): local Ys R^-1 d
-        evals, V = eigh(G)
+        evals, V = torch.linalg.eigh(G)
         evals = evals.clamp_min(0.0)
         inv = 1.0 / (1.0 + evals)
         w = (V @ ((V.transpose(1, 2) @ b.unsqueeze(2)) * inv.unsqueeze(2))).squeeze(2)  # (P, N)
