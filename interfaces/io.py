@@ -200,10 +200,229 @@ def load_resume(path, s: "Setup", rec: "Recorder") -> dict[str, Any]:
 
 
 def load_truth(path, model, cycles: int) -> torch.Tensor:
-    """A truth trajectory from a run-format file (``--truth``)."""
-    raise UsageError("--truth is not supported yet")
+    """A truth trajectory from a run-format file (``--truth``), shaped (cycles + 1, *state_shape).
+
+    Variables ``truth`` (one-variable models) or ``truth_<var>``, dims (time, *spatial dims) as
+    build_dataset writes them. The initial state (time 0) comes either from a variable
+    ``truth_initial`` / ``truth_initial_<var>`` (spatial dims only; then ``time`` needs at least
+    ``cycles`` entries, so a run file plus that variable is a valid truth file) or, without it,
+    from the first time (then ``time`` needs at least ``cycles + 1``). Extra times are ignored.
+    """
+    path = Path(path)
+    ds = _open_input(path, "truth")
+    names = [field_name(model, "truth", v) for v in model.variables]
+    initial_names = [field_name(model, "truth_initial", v) for v in model.variables]
+    has_initial = any(n in ds for n in initial_names)
+    need = cycles if has_initial else cycles + 1
+    _check_time(ds, path, "truth", model, names[0], need, cycles,
+                "plus 'truth_initial'" if has_initial else "(the first is the initial state; or add 'truth_initial')")
+    fields = []
+    for v, name in enumerate(names):
+        values = _field(ds, path, "truth", name, model, v, timed=True)[:need]
+        if has_initial:
+            initial = _field(ds, path, "truth", initial_names[v], model, v, timed=False)
+            values = np.concatenate([initial[None], values])
+        fields.append(values)
+    truth = np.stack(fields, axis=1) if model.has_channels else fields[0]
+    return torch.from_numpy(np.ascontiguousarray(truth, dtype=np.float64))
 
 
 def load_observations(path, model, cycles: int, registry):
-    """Observations from a run-format file (``--observations``)."""
-    raise UsageError("--observations is not supported yet")
+    """Observations from a run-format file (``--observations``).
+
+    ``obs_value`` (time, obs) for the analysis times 1..cycles (extra times are ignored),
+    ``obs_std`` (obs) or (time, obs) constant in time, optional ``obs_qc`` (time, obs) with the
+    codes of interfaces.observations, coordinates ``obs_<location name>`` (obs) in the model's
+    location units and ``obs_variable`` (obs; optional for one-variable models). NaN or infinite
+    values are flagged QC_MISSING, not an error. Each location must be inside the model's domain
+    and be a grid point, unless the model offers ``interpolation(coords) -> (index, weight)``
+    (flattened grid-point indices and weights, each (n, k)) for off-grid sites.
+    Returns (operator, values (cycles, n_obs), std (n_obs,), qc (cycles, n_obs) int8).
+    """
+    from .observations import QC_MISSING, QC_USED, SparseLinearOperator
+
+    path = Path(path)
+    ds = _open_input(path, "observations")
+    if "obs_value" not in ds:
+        raise _bad(path, "observations", "obs_value", "is missing")
+    var = ds["obs_value"]
+    if var.dims != ("time", "obs"):
+        raise _bad(path, "observations", "obs_value", f"has dims {var.dims}, expected ('time', 'obs')")
+    _check_time(ds, path, "observations", model, "obs_value", cycles, cycles, "(one per cycle)")
+    n_obs = ds.sizes["obs"]
+    if n_obs == 0:
+        raise _bad(path, "observations", "obs_value", "holds no observation")
+    values = _numeric(var, path, "observations", "obs_value")[:cycles]
+
+    std = _obs_std(ds, path, cycles)
+    qc = np.zeros(values.shape, dtype=np.int8)
+    if "obs_qc" in ds:
+        qc = _obs_qc(ds, path, cycles)
+    qc[(qc == QC_USED) & ~np.isfinite(values)] = QC_MISSING
+
+    coords = _obs_locations(ds, path, model)
+    channels = torch.from_numpy(_obs_channels(ds, path, model, n_obs))
+    index, weight = _locate(coords, model, path)
+    op = SparseLinearOperator(model.state_shape, model.flat_index(channels[:, None], index), weight,
+                              std, coords, channels, spec=f"file:{path.name}")
+    return (op, torch.from_numpy(values.astype(np.float64)), torch.from_numpy(std),
+            torch.from_numpy(qc))
+
+
+# --- validation helpers for --truth / --observations -------------------------------------------
+
+def _bad(path, what: str, variable: str, problem: str) -> DataError:
+    return DataError(f"{what} file '{path}': variable '{variable}' {problem}")
+
+
+def _open_input(path: Path, what: str) -> xr.Dataset:
+    if not path.exists():
+        raise DataError(f"{what} file '{path}' does not exist")
+    try:
+        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+            return ds.load()  # read everything now: a truncated file fails here, not mid-run
+    except Exception as exc:  # noqa: BLE001 - any decoding failure means an unusable file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"{what} file '{path}' is corrupt or not netCDF: {type(exc).__name__}: {reason}") from None
+
+
+def _numeric(var: xr.DataArray, path, what: str, name: str) -> np.ndarray:
+    if var.dtype.kind not in "fiu":
+        raise _bad(path, what, name, f"is not numeric (dtype {var.dtype})")
+    return np.asarray(var.values, dtype=np.float64)
+
+
+def _check_units(var: xr.DataArray, expected: str, path, what: str, name: str) -> None:
+    # A missing attribute means "the model's units"; a different one is a mismatch.
+    units = var.attrs.get("units")
+    if units is not None and str(units).strip() != expected:
+        raise _bad(path, what, name, f"has units '{units}', model expects '{expected}'")
+
+
+def _check_time(ds, path, what: str, model, name: str, need: int, cycles: int, hint: str) -> None:
+    if name not in ds:
+        raise _bad(path, what, name, "is missing")
+    if "time" not in ds[name].dims:
+        raise _bad(path, what, name, f"has no 'time' dimension (dims {ds[name].dims})")
+    n = ds.sizes["time"]
+    if n < need:
+        raise _bad(path, what, name, f"holds {n} times; --cycles {cycles} needs {need} {hint}")
+    if "time" not in ds.coords:
+        return
+    t = _numeric(ds["time"], path, what, "time")
+    if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise _bad(path, what, "time", "is not finite and strictly increasing")
+    step = np.diff(t)
+    if step.size and not np.allclose(step, model.cycle_length, rtol=1e-6):
+        raise _bad(path, what, "time", f"has spacing {step[0]:g}, the model's cycle is {model.cycle_length:g}")
+    units = ds["time"].attrs.get("units")
+    if units is not None and str(units).split(" since ")[0].strip() != model.time_units:
+        raise _bad(path, what, "time", f"has units '{units}', model expects '{model.time_units}'")
+
+
+def _field(ds, path, what: str, name: str, model, v: int, timed: bool) -> np.ndarray:
+    """One variable's values, as (time, *spatial) or (*spatial), checked against the grid."""
+    if name not in ds:
+        raise _bad(path, what, name, "is missing")
+    grid = model.grid_coords()
+    dims = [spec[0] for spec in grid.values()]
+    want = (["time"] if timed else []) + dims
+    var = ds[name]
+    if sorted(var.dims) != sorted(want):
+        raise _bad(path, what, name, f"has dims {var.dims}, expected {tuple(want)}")
+    var = var.transpose(*want)
+    for coord, (dim, expected, _) in grid.items():
+        if ds.sizes[dim] != len(expected):
+            raise _bad(path, what, name, f"has {ds.sizes[dim]} points along '{dim}', model {model.name} has {len(expected)}")
+        if coord in ds.coords and not np.allclose(_numeric(ds[coord], path, what, coord), np.asarray(expected, dtype=np.float64)):
+            raise _bad(path, what, coord, f"does not match model {model.name}'s grid")
+    _check_units(var, model.units[v], path, what, name)
+    values = _numeric(var, path, what, name)
+    if not np.all(np.isfinite(values)):
+        raise _bad(path, what, name, "holds NaN or infinite values")
+    return values
+
+
+def _obs_std(ds, path, cycles: int) -> np.ndarray:
+    if "obs_std" not in ds:
+        raise _bad(path, "observations", "obs_std", "is missing")
+    var = ds["obs_std"]
+    std = _numeric(var, path, "observations", "obs_std")
+    if var.dims == ("time", "obs"):
+        std = std[:cycles]
+        if not np.all(np.isfinite(std) & (std > 0)):
+            raise _bad(path, "observations", "obs_std", "must be finite and > 0")
+        if np.any(std != std[:1]):
+            raise _bad(path, "observations", "obs_std", "varies in time; one std per observation is supported")
+        std = std[0]
+    elif var.dims != ("obs",):
+        raise _bad(path, "observations", "obs_std", f"has dims {var.dims}, expected ('obs',) or ('time', 'obs')")
+    if not np.all(np.isfinite(std) & (std > 0)):
+        raise _bad(path, "observations", "obs_std", "must be finite and > 0")
+    return np.ascontiguousarray(std, dtype=np.float64)
+
+
+def _obs_qc(ds, path, cycles: int) -> np.ndarray:
+    var = ds["obs_qc"]
+    if var.dims != ("time", "obs"):
+        raise _bad(path, "observations", "obs_qc", f"has dims {var.dims}, expected ('time', 'obs')")
+    qc = _numeric(var, path, "observations", "obs_qc")[:cycles]
+    if not np.all(np.isin(qc, np.arange(len(QC_MEANINGS.split())))):
+        raise _bad(path, "observations", "obs_qc", f"holds codes outside 0..{len(QC_MEANINGS.split()) - 1} ({QC_MEANINGS})")
+    return qc.astype(np.int8)
+
+
+def _obs_locations(ds, path, model) -> np.ndarray:
+    columns = []
+    for i, name in enumerate(model.location_names):
+        coord = f"obs_{name}"
+        if coord not in ds:
+            raise _bad(path, "observations", coord, f"is missing (model {model.name} locates observations by {', '.join(model.location_names)})")
+        var = ds[coord]
+        if var.dims != ("obs",):
+            raise _bad(path, "observations", coord, f"has dims {var.dims}, expected ('obs',)")
+        _check_units(var, model.location_units[i] if i < len(model.location_units) else "1", path, "observations", coord)
+        values = _numeric(var, path, "observations", coord)
+        if not np.all(np.isfinite(values)):
+            raise _bad(path, "observations", coord, "holds NaN or infinite locations")
+        columns.append(values)
+    coords = np.stack(columns, axis=1)
+    inside = model.contains(torch.from_numpy(coords)).numpy()
+    if not inside.all():
+        first = int(np.flatnonzero(~inside)[0])
+        raise _bad(path, "observations", f"obs_{model.location_names[0]}",
+                   f"places observation {first} at {coords[first].tolist()}, outside model {model.name}'s domain")
+    return coords
+
+
+def _obs_channels(ds, path, model, n_obs: int) -> np.ndarray:
+    if "obs_variable" not in ds:
+        if len(model.variables) == 1:
+            return np.zeros(n_obs, dtype=np.int64)
+        raise _bad(path, "observations", "obs_variable", f"is missing (model {model.name} has variables {', '.join(model.variables)})")
+    names = [str(v) for v in np.asarray(ds["obs_variable"].values).reshape(-1)]
+    bad = [n for n in names if n not in model.variables]
+    if ds["obs_variable"].dims != ("obs",) or bad:
+        raise _bad(path, "observations", "obs_variable",
+                   f"names unknown variable '{bad[0] if bad else '?'}'; valid variables: {', '.join(model.variables)}")
+    return np.array([model.variables.index(n) for n in names], dtype=np.int64)
+
+
+def _locate(coords: np.ndarray, model, path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid-point indices (n, 1) of on-grid sites, else the model's interpolation (n, k)."""
+    grid = model.point_coords().to(torch.float64).numpy()
+    lookup = {tuple(row): i for i, row in enumerate(grid.tolist())}
+    index = np.array([lookup.get(tuple(row), -1) for row in coords.tolist()], dtype=np.int64)
+    for i in np.flatnonzero(index < 0):  # not bit-identical: accept round-off only
+        close = np.all(np.isclose(grid, coords[i], rtol=1e-9, atol=1e-9), axis=1)
+        if close.any():
+            index[i] = int(np.flatnonzero(close)[0])
+    if (index >= 0).all():
+        return torch.from_numpy(index[:, None]), torch.ones(len(index), 1, dtype=torch.float64)
+    interpolation = getattr(model, "interpolation", None)
+    if interpolation is None:
+        first = int(np.flatnonzero(index < 0)[0])
+        raise _bad(path, "observations", f"obs_{model.location_names[0]}",
+                   f"places observation {first} at {coords[first].tolist()}, not a grid point of model {model.name} (which does not interpolate)")
+    idx, w = interpolation(torch.from_numpy(coords))
+    return torch.as_tensor(idx, dtype=torch.long), torch.as_tensor(w, dtype=torch.float64)
