@@ -1,16 +1,311 @@
-"""The comparison engine: many runs (methods x seeds x settings), aggregated into one table."""
+"""The comparison engine: many runs (methods x seeds x settings), aggregated into one table per
+(model, observations).
+
+Every method of a table sees the same truth and observations per seed, because the harness
+derives them from (seed, model, obs) alone. Jobs run through interfaces.sweep (serially or on
+Dask); tables and plots are written by interfaces.report.
+"""
 
 from __future__ import annotations
 
-from .errors import UsageError
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError, unknown_name
+from .options import parse_assignments
+
+SUITE_DIRS = (Path(__file__).resolve().parent.parent / "benchmarks" / "suites", Path("benchmarks") / "suites")
+
+#: Table columns in order; a trailing '*' stands for the per-variable scores of channel models.
+METRICS = ("analysis_rmse", "analysis_rmse_*", "background_rmse", "background_rmse_*", "spread_skill",
+           "crps", "crps_*", "omb_rms", "oma_rms", "train_seconds", "prepare_seconds",
+           "seconds_per_cycle", "peak_memory_mb")
 
 
+# --- command line ---------------------------------------------------------------------------
 def add_compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="compare methods on the same truth and observations")
-    p.add_argument("--model", default="lorenz96")
-    p.add_argument("--methods", default="free,climatology")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--suite", default=None, help="a suite in benchmarks/suites (quick, full) or a .toml/.json file")
+    p.add_argument("--model", default=None, help="testbed (default lorenz96; with --suite: only this model)")
+    p.add_argument("--methods", default=None, help="comma-separated methods (with --suite: only these)")
+    p.add_argument("--obs", default=None, help="observation network(s), comma-separated (default all)")
+    p.add_argument("--obs-std", default=None, help="observation-error std")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..K-1 (default 1, or the suite's)")
+    p.add_argument("--cycles", type=int, default=None, help="cycles per run (default 100, or the suite's)")
+    p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the scores")
+    p.add_argument("--members", type=int, default=None, help="ensemble size for every method")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for every method/model declaring KEY; 'METHOD.KEY' or 'model.KEY' for one")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--serial", action="store_true", help="run the jobs one after another in this process")
+    p.add_argument("--out", default=None, help="output folder (default runs/compare-<suite or model>)")
+    p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the table")
 
 
 def cmd_compare(args, registry) -> int:
-    raise UsageError("compare is not implemented yet")
+    t0 = time.perf_counter()
+    suite = load_suite(args.suite) if args.suite else None
+    jobs = build_jobs(args, suite, registry)
+    out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
+    result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
+                     cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
+                     command=_command_line())
+    if args.json:
+        print(json.dumps(_clean(result["json"]), default=str))
+    else:
+        print(result["markdown"])
+    return 1 if result["failed"] else 0
+
+
+def _command_line() -> str:
+    """The command as typed, when da-harness was started from a shell."""
+    import shlex
+
+    if Path(sys.argv[0]).name in ("da-harness", "cli.py", "run_suite.py"):
+        return shlex.join(["da-harness", *sys.argv[1:]]) if Path(sys.argv[0]).name != "run_suite.py" else shlex.join(["python", *sys.argv])
+    return "da-harness compare (called from Python)"
+
+
+# --- suites and jobs ------------------------------------------------------------------------
+def find_suite(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".toml", ".json") and path.exists():
+        return path
+    for folder in SUITE_DIRS:
+        for ext in (".toml", ".json"):
+            if (folder / f"{name}{ext}").exists():
+                return folder / f"{name}{ext}"
+    valid = sorted({p.stem for d in SUITE_DIRS if d.is_dir() for p in d.iterdir() if p.suffix in (".toml", ".json")})
+    raise UsageError(f"unknown suite '{name}'; valid suites: {', '.join(valid) or '(none found)'} (or a .toml/.json path)")
+
+
+def load_suite(name: str) -> dict[str, Any]:
+    path = find_suite(name)
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            import tomllib
+
+            data = tomllib.loads(path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"suite file '{path}' is not valid {path.suffix[1:]}: {exc}") from None
+    if not data.get("experiments"):
+        raise UsageError(f"suite file '{path}' defines no [[experiments]]")
+    data.setdefault("name", path.stem)
+    data["path"] = str(path)
+    return data
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+def _merge(*tables: dict) -> dict:
+    out: dict = {}
+    for t in tables:
+        for k, v in (t or {}).items():
+            out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _experiments(args, suite) -> list[dict]:
+    """The suite's experiment blocks (defaults merged in) or one block from the arguments."""
+    if suite is None:
+        if not args.methods:
+            raise UsageError("compare needs --methods a,b,c (or --suite quick|full)")
+        return [{"model": args.model or "lorenz96", "methods": _as_list(args.methods),
+                 "obs": _as_list(args.obs) or ["all"], "cycles": args.cycles or 100, "seeds": args.seeds or 1}]
+    blocks = []
+    for block in suite["experiments"]:
+        b = _merge(suite.get("defaults", {}), block)
+        b.setdefault("seeds", suite.get("seeds", 1))
+        if args.model and b["model"] != args.model:
+            continue
+        if args.methods:
+            b["methods"] = [m for m in _as_list(b["methods"]) if m in _as_list(args.methods)]
+        for key in ("cycles", "seeds"):
+            if getattr(args, key) is not None:
+                b[key] = getattr(args, key)
+        if args.obs:
+            b["obs"] = _as_list(args.obs)
+        blocks.append(b)
+    if not blocks:
+        models = sorted({b["model"] for b in suite["experiments"]})
+        raise UsageError(f"suite '{suite['name']}' has no experiment on model '{args.model}'; its models: {', '.join(models)}")
+    return blocks
+
+
+def _route(options: dict[str, str], model: str, methods: list[str], registry) -> tuple[dict, dict[str, dict]]:
+    """Route `--set` keys: 'model.K' / 'METHOD.K' to one target, a bare key to all that declare it."""
+    model_defaults = registry.model(model).factory.defaults
+    method_defaults = {m: getattr(registry.assimilator(m).factory, "defaults", {}) for m in methods}
+    model_opts: dict = {}
+    method_opts: dict[str, dict] = {m: {} for m in methods}
+    for key, value in options.items():
+        prefix, _, bare = key.partition(".")
+        if bare and prefix == "model":
+            model_opts[bare] = value
+            continue
+        if bare and prefix in method_opts:
+            method_opts[prefix][bare] = value
+            continue
+        owners = [m for m in methods if key in method_defaults[m]]
+        for m in owners:
+            method_opts[m][key] = value
+        if key in model_defaults:
+            model_opts[key] = value
+        elif not owners:
+            valid = sorted(set(model_defaults).union(*map(set, method_defaults.values())))
+            raise UsageError(f"unknown option '{key}' for model '{model}' or methods {', '.join(methods)}; "
+                             f"valid options: {', '.join(valid) or '(none)'}")
+    return model_opts, method_opts
+
+
+def build_jobs(args, suite, registry) -> list[dict]:
+    """Every (experiment block x obs x method x seed) as a sweep job; names checked first."""
+    from .sweep import make_job
+
+    cli_options = parse_assignments(args.options)
+    jobs = []
+    for b in _experiments(args, suite):
+        model = b["model"]
+        registry.model(model)  # unknown model: one line naming the valid ones
+        methods = _as_list(b["methods"])
+        if not methods:
+            raise UsageError(f"no methods left to run on '{model}' (check --methods against the suite)")
+        for m in methods:
+            if m not in registry.assimilators:
+                raise unknown_name("method", m, registry.assimilators)
+        model_cli, method_cli = _route(cli_options, model, methods, registry)
+        model_options = {**b.get("model_options", {}), **model_cli}
+        members = b.get("members", {})
+        for obs in _as_list(b["obs"]):
+            for m in methods:
+                size = args.members or (members.get(m) if isinstance(members, dict) else members)
+                for seed in range(int(b["seeds"])):
+                    jobs.append(make_job(
+                        model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
+                        cycles=int(b["cycles"]), seed=seed,
+                        burn_in=args.burn_in if args.burn_in is not None else b.get("burn_in"),
+                        members=size, model_options=model_options,
+                        method_options={**b.get("method_options", {}).get(m, {}), **method_cli[m]}))
+    return jobs
+
+
+# --- running and aggregating ----------------------------------------------------------------
+def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, scheduler=None, cache_dir=None,
+            plots=True, started=None, suite=None, log=None, command="") -> dict[str, Any]:
+    """Warm the caches and train, run the sweep, write tables and plots; return what was made."""
+    from . import report, sweep
+
+    started = started or time.perf_counter()
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    out = Path(out)
+    train_seconds = sweep.warm_up(jobs, registry, cache_dir, log)
+    records = sweep.run_jobs(jobs, out / "runs", mode="serial" if serial else "dask", workers=workers,
+                             scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None, log=log)
+    for r in records:
+        if r["status"] != "failed":
+            r["summary"]["train_seconds"] = train_seconds.get(sweep.train_key(r["job"]), 0.0)
+    tables = aggregate(records)
+    failed = [r for r in records if r["status"] == "failed"]
+    header = report.header(wall_seconds=time.perf_counter() - started, suite=suite, command=command,
+                           mode="serial" if serial else (scheduler or f"LocalCluster({workers} workers)"))
+    files = report.write_all(tables, records, out, header, plots=plots)
+    header["wall_seconds"] = time.perf_counter() - started  # tables and plots included
+    markdown = report.markdown_document(tables, failed, header)
+    (out / "results.md").write_text(markdown + "\n")
+    summary = {"header": header, "tables": tables, "failed": [{k: r[k] for k in ("job", "error", "file")} for r in failed],
+               "files": [str(f) for f in files + [out / "results.md"]]}
+    (out / "summary.json").write_text(json.dumps(_clean(summary), indent=1, default=str))
+    return {"tables": tables, "failed": failed, "markdown": markdown, "json": summary, "records": records}
+
+
+def group_key(job: dict) -> tuple:
+    return (job["model"], json.dumps(job["model_options"], sort_keys=True), job["obs"])
+
+
+def group_name(job: dict) -> str:
+    """A file-name stem for a table: model, model option values, obs (e.g. sw-32x64-random0.05)."""
+    parts = [job["model"], *(str(v) for _, v in sorted(job["model_options"].items())), job["obs"]]
+    return "-".join(re.sub(r"[^A-Za-z0-9.]+", "", p) for p in parts if p)
+
+
+def t_interval(values: list[float]) -> tuple[float, float, int]:
+    """(mean, half-width of the 95 % Student-t interval, n) of the finite values."""
+    from scipy import stats
+
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(vals)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = sum(vals) / n
+    if n == 1:
+        return mean, float("nan"), 1
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n), n
+
+
+def metric_columns(summaries: list[dict]) -> list[str]:
+    present = set().union(*map(set, summaries)) if summaries else set()
+    cols = []
+    for pattern in METRICS:
+        if pattern.endswith("*"):
+            stem = pattern[:-1]
+            cols += sorted(k for k in present if k.startswith(stem) and k != stem.rstrip("_"))
+        elif pattern in present:
+            cols.append(pattern)
+    return cols
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """One table per (model, model options, obs): per method, mean and 95 % interval over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(group_key(r["job"]), []).append(r)
+    tables = []
+    for key, recs in groups.items():
+        job = recs[0]["job"]
+        ok = [r["summary"] for r in recs if r["status"] != "failed"]
+        cols = metric_columns(ok)
+        rows = []
+        for method in dict.fromkeys(r["job"]["method"] for r in recs):
+            mine = [r for r in recs if r["job"]["method"] == method]
+            sums = [r["summary"] for r in mine if r["status"] != "failed"]
+            row: dict[str, Any] = {"method": method, "seeds": len(sums), "failed": len(mine) - len(sums),
+                                   "members": sums[0]["members"] if sums else None}
+            for c in cols:
+                mean, half, _ = t_interval([s.get(c, float("nan")) for s in sums])
+                row[c] = mean
+                row[f"{c}_ci95"] = half
+            rows.append(row)
+        tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
+                       "obs": job["obs"], "cycles": job["cycles"],
+                       "burn_in": ok[0]["burn_in"] if ok else job.get("burn_in"), "columns": cols, "rows": rows})
+    return tables
+
+
+def _clean(value):
+    """JSON-safe: NaN and infinities become null, paths and tuples plain values."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,260 @@
+"""Comparison tables (markdown, CSV, netCDF) and plots (RMSE per cycle, maps of one cycle).
+
+Tables come from interfaces.compare.aggregate: per method, the mean over seeds of each score
+and the half-width of its 95 % t-interval. Plots read the run files of the first seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+LABELS = {
+    "analysis_rmse": "RMSE a", "background_rmse": "RMSE b", "spread_skill": "spread/skill",
+    "crps": "CRPS", "omb_rms": "O-B rms", "oma_rms": "O-A rms", "train_seconds": "train s",
+    "prepare_seconds": "prepare s", "seconds_per_cycle": "s/cycle", "peak_memory_mb": "peak MB",
+}
+#: Columns shown without an interval: costs depend on the machine's load, not on the seed.
+COSTS = ("train_seconds", "prepare_seconds", "seconds_per_cycle", "peak_memory_mb")
+
+
+def label(col: str) -> str:
+    if col in LABELS:
+        return LABELS[col]
+    for stem in ("analysis_rmse", "background_rmse", "crps"):
+        if col.startswith(stem + "_"):
+            return f"{LABELS[stem]} {col[len(stem) + 1:]}"
+    return col
+
+
+# --- provenance -----------------------------------------------------------------------------
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def header(wall_seconds: float, suite: dict | None, mode: str, command: str = "") -> dict[str, Any]:
+    import torch
+
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "interfaces", "baselines", "losda_plugin",
+                 "benchmarks/suites")
+    return {
+        "command": command, "suite": suite["path"] if suite else "",
+        "commit": commit + (" (with uncommitted changes to the code)" if dirty else ""),
+        "machine": f"{platform.node()}: {_cpu()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "software": f"python {platform.python_version()}, torch {torch.__version__}",
+        "run_mode": mode, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": wall_seconds,
+    }
+
+
+# --- tables ---------------------------------------------------------------------------------
+def _fmt(value, half=None, cost=False) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    if cost:
+        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    text = f"{value:.3g}"
+    if half is not None and math.isfinite(half):
+        text += f" ± {half:.2g}"
+    return text
+
+
+def markdown_table(table: dict) -> str:
+    cols = table["columns"]
+    head = ["method", "members", "seeds", *map(label, cols)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for row in table["rows"]:
+        seeds = str(row["seeds"]) + (f" ({row['failed']} failed)" if row["failed"] else "")
+        cells = [row["method"], str(row["members"] or "–"), seeds]
+        cells += [_fmt(row[c], row.get(f"{c}_ci95"), c in COSTS) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_title(table: dict) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(table["model_options"].items()))
+    return (f"{table['model']}{f' ({opts})' if opts else ''}, obs {table['obs']}, "
+            f"{table['cycles']} cycles ({table['burn_in']} burn-in)")
+
+
+def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str:
+    parts = ["# da-harness comparison", "",
+             f"- command: `{head['command']}`" if head.get("command") else None,
+             f"- suite: {head['suite']}" if head.get("suite") else None,
+             f"- commit: {head['commit']}", f"- machine: {head['machine']}; {head['software']}",
+             f"- run: {head['run_mode']}, {head['date']}, wall time {head['wall_seconds']:.0f} s (training included)",
+             "", "Mean over seeds ± half-width of the 95 % t-interval. RMSE a/b: analysis/background RMSE "
+             "(area-weighted; the unsuffixed score of a multi-variable model is the RMS of the per-variable RMSEs "
+             "normalised by their climatological std). spread/skill and CRPS (fair) for ensembles. O-B/O-A: rms "
+             "observation-space departures. train s: the pre-sweep prepare (training when no checkpoint was cached); "
+             "peak MB: peak resident memory of the process that ran the job (shared by the jobs of one worker).", ""]
+    for t in tables:
+        parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
+    if failed:
+        parts += ["## Failed jobs", ""]
+        parts += [f"- {r['job']['method']} on {r['job']['model']} ({r['job']['obs']}, seed {r['job']['seed']}): "
+                  f"{r['error']}" for r in failed]
+    return "\n".join(p for p in parts if p is not None).strip()
+
+
+def write_csv(table: dict, path: Path) -> None:
+    cols = table["columns"]
+    fields = ["model", "obs", "method", "members", "seeds", "failed"] + [x for c in cols for x in (c, f"{c}_ci95")]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in table["rows"]:
+            writer.writerow({"model": table["model"], "obs": table["obs"],
+                             **{k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
+                                for k, v in row.items() if k in fields}})
+
+
+def write_netcdf(table: dict, path: Path, head: dict) -> None:
+    import numpy as np
+    import xarray as xr
+
+    from .io import write_atomic
+
+    rows = table["rows"]
+    data: dict[str, Any] = {
+        "seeds": ("method", np.array([r["seeds"] for r in rows]), {"long_name": "seeds that completed"}),
+        "members": ("method", np.array([r["members"] or 0 for r in rows]), {"long_name": "ensemble size"}),
+    }
+    for c in table["columns"]:
+        data[c] = ("method", np.array([r[c] for r in rows], dtype=float), {"long_name": f"{c}, mean over seeds"})
+        data[f"{c}_ci95"] = ("method", np.array([r[f"{c}_ci95"] for r in rows], dtype=float),
+                             {"long_name": f"half-width of the 95% Student-t interval of {c}"})
+    attrs = {"title": table_title(table), "model": table["model"], "obs": table["obs"],
+             "model_options": json.dumps(table["model_options"]), "cycles": table["cycles"],
+             "burn_in": table["burn_in"] if table["burn_in"] is not None else -1,
+             **{k: str(v) for k, v in head.items()}}
+    ds = xr.Dataset(data, coords={"method": ("method", np.array([r["method"] for r in rows], dtype=object))}, attrs=attrs)
+    write_atomic(ds, path)
+
+
+def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, plots: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for t in tables:
+        stem = out / t["name"]
+        (md := stem.with_suffix(".md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n")
+        write_csv(t, csv_path := stem.with_suffix(".csv"))
+        write_netcdf(t, nc := stem.with_suffix(".nc"), head)
+        files += [md, csv_path, nc]
+        if plots:
+            runs = first_seed_runs(t, records)
+            if runs:
+                files.append(plot_rmse(runs, t, Path(f"{stem}-rmse.png")))
+                files.append(plot_maps(runs, t, Path(f"{stem}-maps.png")))
+    return files
+
+
+# --- plots ----------------------------------------------------------------------------------
+def first_seed_runs(table: dict, records: list[dict]) -> dict[str, Path]:
+    """{method: run file} of the lowest completed seed of each method of the table."""
+    from .compare import group_name
+
+    runs: dict[str, tuple[int, Path]] = {}
+    for r in records:
+        job = r["job"]
+        if r["status"] == "failed" or group_name(job) != table["name"] or not Path(r["file"]).exists():
+            continue
+        if job["method"] not in runs or job["seed"] < runs[job["method"]][0]:
+            runs[job["method"]] = (job["seed"], Path(r["file"]))
+    return {m: p for m, (_, p) in runs.items()}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_rmse(runs: dict[str, Path], table: dict, path: Path) -> Path:
+    """Analysis RMSE against cycle, one line per method (first seed)."""
+    from .io import open_run
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for method, file in runs.items():
+        with open_run(file) as ds:
+            ax.plot(ds["cycle"].values, ds["analysis_rmse"].values, label=method, lw=1.2)
+            units = ds["analysis_rmse"].attrs.get("long_name", "analysis RMSE")
+    if table.get("burn_in"):
+        ax.axvline(table["burn_in"] - 0.5, color="0.6", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(units)
+    ax.set_title(f"{table_title(table)}: analysis RMSE (first seed)", fontsize=9)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_maps(runs: dict[str, Path], table: dict, path: Path, cycle: int = -1) -> Path:
+    """Truth, analysis and analysis error of the first variable at one cycle, per method."""
+    from .io import open_run
+
+    plt = _pyplot()
+    n = len(runs)
+    fig, axes = plt.subplots(n, 3, figsize=(11, 2.2 * n + 0.6), squeeze=False)
+    for i, (method, file) in enumerate(runs.items()):
+        with open_run(file) as ds:
+            truth_name = sorted(v for v in ds.data_vars if v == "truth" or v.startswith("truth_"))[0]
+            var = truth_name[len("truth_"):] or "x"
+            suffix = truth_name[len("truth"):]
+            truth = ds[truth_name].isel(time=cycle)
+            analysis = ds[f"analysis{suffix}"].isel(time=cycle)
+            shown = int(ds["cycle"].values[cycle])
+            panels = (("truth", truth), (f"{method} analysis", analysis), (f"{method} error", analysis - truth))
+            limit = float(abs(truth).max())
+            for j, (title, field) in enumerate(panels):
+                ax = axes[i, j]
+                if field.ndim == 1:
+                    ax.plot(field.values, lw=1)
+                    if j < 2:
+                        ax.set_ylim(float(truth.min()) - 0.1 * limit, float(truth.max()) + 0.1 * limit)
+                else:
+                    ydim, xdim = field.dims
+                    err = j == 2
+                    lo, hi = (float(truth.min()), float(truth.max())) if not err else (None, None)
+                    if err:
+                        e = float(abs(field).max()) or 1.0
+                        lo, hi = -e, e
+                    mesh = ax.pcolormesh(ds[xdim].values, ds[ydim].values, field.values, shading="auto",
+                                         cmap="RdBu_r" if err else "viridis", vmin=lo, vmax=hi)
+                    fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
+                ax.set_title(f"{title} ({var})", fontsize=8)
+                ax.tick_params(labelsize=7)
+    fig.suptitle(f"{table_title(table)}: cycle {shown}, first seed", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

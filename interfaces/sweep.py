@@ -1,0 +1,186 @@
+"""Sweeps: many experiments, one run file each, run serially or on Dask distributed.
+
+A job is a plain dict of Experiment settings. Its run file is named by the hash of those
+settings, so a rerun finds finished jobs (run-file status 'complete') and skips them, and a
+partial file is resumed. A job that fails returns a record saying why; nothing else is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+#: The Experiment fields a job may set (everything that defines its numbers).
+JOB_FIELDS = ("model", "method", "obs", "obs_std", "cycles", "burn_in", "members", "seed",
+              "model_options", "method_options", "qc_background")
+
+
+def make_job(**fields: Any) -> dict[str, Any]:
+    unknown = set(fields) - set(JOB_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown job fields: {', '.join(sorted(unknown))}")
+    job = {"model_options": {}, "method_options": {}, **fields}
+    return {k: job[k] for k in JOB_FIELDS if k in job}
+
+
+def job_hash(job: dict[str, Any]) -> str:
+    text = json.dumps(job, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_path(run_dir, job: dict[str, Any]) -> Path:
+    return Path(run_dir) / f"{job['model']}-{job['method']}-s{job['seed']}-{job_hash(job)}.nc"
+
+
+def read_status(path: Path) -> tuple[str, dict | None]:
+    """('complete', summary), ('partial', None), ('missing', None) or ('corrupt', None)."""
+    if not path.exists():
+        return "missing", None
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+            attrs = dict(ds.attrs)
+    except Exception:  # noqa: BLE001 - an unreadable file is simply redone
+        return "corrupt", None
+    if attrs.get("status") == "complete" and "summary" in attrs:
+        return "complete", json.loads(attrs["summary"])
+    return "partial", None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def run_job(job: dict[str, Any], run_dir: str, cache_dir: str | None = None, threads: int = 1,
+            registry=None) -> dict[str, Any]:
+    """Run one job (or find it finished). Never raises: failures come back as a record."""
+    import torch
+
+    from .harness import Experiment, run_experiment
+
+    path = run_path(run_dir, job)
+    record = {"job": job, "file": str(path), "hash": job_hash(job)}
+    status, summary = read_status(path)
+    if status == "complete":
+        return {**record, "status": "skipped", "summary": summary}
+    if status == "corrupt":
+        path.unlink(missing_ok=True)
+    # One thread per job: the workers share the cores, and results do not depend on the
+    # thread count, so serial and parallel sweeps give identical numbers.
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        exp = Experiment(**job, out=str(path), resume=status == "partial", cache_dir=cache_dir)
+        result = run_experiment(exp, registry)
+        return {**record, "status": "complete", "summary": result.summary, "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - one job's failure must not end the sweep
+        return {**record, "status": "failed", "error": _one_line(exc), "traceback": traceback.format_exc(),
+                "seconds": time.perf_counter() - t0}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _needs_training(registry, method: str) -> bool:
+    from .assimilator import Assimilator
+
+    factory = registry.assimilator(method).factory
+    return isinstance(factory, type) and factory.train is not Assimilator.train
+
+
+def warm_up(jobs: list[dict], registry, cache_dir: str | None, log: Callable[[str], None]) -> dict[tuple, float]:
+    """Before the fan-out, in this process: fill each model's caches (climatology, spun-up
+    states) and train each method that needs training, so that parallel workers only read the
+    shared cache directory. Returns the seconds spent per (model options, method options) group."""
+    from .harness import Experiment, setup
+
+    seconds: dict[tuple, float] = {}
+    seen_models: set[str] = set()
+    for job in sorted(jobs, key=lambda j: j["seed"]):
+        exp = Experiment(**{**job, "cycles": 2, "burn_in": 0}, cache_dir=cache_dir)
+        model_key = json.dumps([job["model"], job["model_options"]], sort_keys=True)
+        key = train_key(job)
+        train = key not in seconds and _needs_training(registry, job["method"])
+        if model_key in seen_models and not train:
+            continue
+        t0 = time.perf_counter()
+        s = setup(exp, registry)  # builds the climatology and spun-up states into the cache
+        if model_key not in seen_models:
+            seen_models.add(model_key)
+            log(f"compare: {job['model']} caches ready ({time.perf_counter() - t0:.0f} s)")
+        if train:
+            t0 = time.perf_counter()
+            s.method.prepare(s.context)  # trains and caches when no checkpoint exists, else loads
+            seconds[key] = time.perf_counter() - t0
+            log(f"compare: {job['method']} on {job['model']} prepared in {seconds[key]:.0f} s "
+                "(training included when no checkpoint was cached)")
+    return seconds
+
+
+def train_key(job: dict) -> tuple:
+    return (job["model"], json.dumps(job["model_options"], sort_keys=True), job["method"],
+            json.dumps(job["method_options"], sort_keys=True), job["obs"], str(job.get("obs_std")))
+
+
+def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "local", workers: int = 2,
+             scheduler: str | None = None, cache_dir: str | None = None, registry=None,
+             log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Run every job; mode 'serial' (this process) or 'dask' (``scheduler`` address, or a new
+    LocalCluster of ``workers`` single-threaded processes). Records come back in job order."""
+    jobs = list(jobs)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    if mode == "serial":
+        out = []
+        for i, job in enumerate(jobs):
+            out.append(run_job(job, str(run_dir), cache_dir, registry=registry))
+            log(_describe(out[-1], i + 1, len(jobs)))
+        return out
+    if mode != "dask":
+        raise ValueError(f"mode must be 'serial' or 'dask', got {mode!r}")
+    return _run_dask(jobs, str(run_dir), workers, scheduler, cache_dir, log)
+
+
+def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log) -> list[dict]:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+        client = Client(cluster)
+    try:
+        futures = {client.submit(run_job, job, run_dir, cache_dir, pure=False, key=f"job-{job_hash(job)}-{i}"): i
+                   for i, job in enumerate(jobs)}
+        out: list[dict | None] = [None] * len(jobs)
+        done = 0
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                out[i] = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker killed for memory
+                out[i] = {"job": jobs[i], "file": str(run_path(run_dir, jobs[i])), "hash": job_hash(jobs[i]),
+                          "status": "failed", "error": _one_line(exc)}
+            done += 1
+            log(_describe(out[i], done, len(jobs)))
+        return out  # type: ignore[return-value]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _describe(record: dict, done: int, total: int) -> str:
+    job = record["job"]
+    what = f"{job['method']} on {job['model']} ({job['obs']}, seed {job['seed']})"
+    if record["status"] == "failed":
+        return f"compare: [{done}/{total}] FAILED {what}: {record['error']}"
+    rmse = record["summary"].get("analysis_rmse", float("nan"))
+    return f"compare: [{done}/{total}] {record['status']} {what}: analysis RMSE {rmse:.4g}"
