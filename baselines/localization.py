@@ -26,7 +26,7 @@ def observation_weights(model, locations: torch.Tensor, half_width: float, chunk
     """GC weights between every model grid point and every observation, (n_points, n_obs).
 
     Dense for small problems; for large ones (n_points * n_obs above ``sparse_above``) built in
-    chunks of grid points and returned as a sparse CSR matrix, since only obs within 2c count.
+    chunks of grid points and returned as a sparse (COO) matrix, since only obs within 2c count.
     """
     points = model.point_coords()
     n_points, n_obs = points.shape[0], locations.shape[0]
@@ -40,5 +40,6 @@ def observation_weights(model, locations: torch.Tensor, half_width: float, chunk
         cols.append(c)
         vals.append(w[r, c])
     index = torch.stack([torch.cat(rows), torch.cat(cols)])
-    coo = torch.sparse_coo_tensor(index, torch.cat(vals), (n_points, n_obs)).coalesce()
-    return coo.to_sparse_csr()
+    # Built from unique (row, col) pairs, so it is coalesced by construction.
+    return torch.sparse_coo_tensor(index, torch.cat(vals), (n_points, n_obs), is_coalesced=True,
+                                   check_invariants=False)

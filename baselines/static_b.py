@@ -49,11 +49,13 @@ def climatological_anomalies(climatology: torch.Tensor) -> torch.Tensor:
 
 
 def nmc_differences(model, climatology: torch.Tensor, lead: int, perturbation: float,
-                    generator: torch.Generator) -> torch.Tensor:
+                    generator: torch.Generator, samples: int = 500) -> torch.Tensor:
     """Differences of ``lead``-cycle forecasts from perturbed and unperturbed climatological
-    states; the perturbation std is ``perturbation`` times each value's climatological std."""
-    clim = climatology.to(torch.float64)
-    std = clim.std(0)
+    states (``samples`` of them, evenly spaced, to bound the cost of the forecasts); the
+    perturbation std is ``perturbation`` times each value's climatological std."""
+    std = climatology.to(torch.float64).std(0)
+    step = max(1, climatology.shape[0] // max(samples, 2))
+    clim = climatology[::step][:samples].to(torch.float64)
     noise = torch.randn(clim.shape, generator=generator, dtype=torch.float64) * std * perturbation
     a, b = clim, clim + noise
     for _ in range(lead):  # no model noise: the difference is the growth of the initial error
@@ -63,15 +65,15 @@ def nmc_differences(model, climatology: torch.Tensor, lead: int, perturbation: f
 
 
 def estimate(model, climatology: torch.Tensor, source: str = "climatology", scale: float = 1.0,
-             lead: int = 2, perturbation: float = 0.1,
-             generator: torch.Generator | None = None) -> BackgroundCovariance:
+             lead: int = 2, perturbation: float = 0.1, generator: torch.Generator | None = None,
+             samples: int = 500) -> BackgroundCovariance:
     """The static B of ``model`` from samples of ``source`` ('climatology' or 'nmc'), times ``scale``."""
     if scale <= 0:
         raise UsageError(f"B scale must be positive, got {scale}")
     if source == "climatology":
         samples = climatological_anomalies(climatology)
     elif source == "nmc":
-        samples = nmc_differences(model, climatology, lead, perturbation, generator or torch.Generator())
+        samples = nmc_differences(model, climatology, lead, perturbation, generator or torch.Generator(), samples)
     else:
         raise UsageError(f"unknown B source '{source}'; valid sources: climatology, nmc")
     own = model.static_covariance(samples, scale)

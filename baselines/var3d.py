@@ -56,16 +56,17 @@ class Var3D(Assimilator):
     name = "3dvar"
     description = "3D-Var with static B (climatology or NMC-style), CG for linear H, L-BFGS otherwise"
     defaults = {
-        "b_source": "climatology",  # or "nmc"
+        "b_source": "nmc",  # or "climatology"
         "scale": 0.0,  # B = scale * (sample covariance); 0: the source's default below
         "nmc_lead": 2,  # cycles of the NMC-style forecast differences
         "nmc_perturbation": 0.1,  # their initial perturbation, in climatological std
+        "nmc_samples": 500,  # forecast pairs (climatological states used)
         "tol": 1e-8,  # relative residual (CG) or relative gradient (L-BFGS)
         "max_iter": 200,
     }
     preferred_members = 1
     #: Scales tuned on Lorenz-96 (all observed, R = I), used when ``scale`` is 0.
-    default_scales = {"climatology": 0.02, "nmc": 1.5}
+    default_scales = {"climatology": 0.02, "nmc": 2.0}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -78,7 +79,7 @@ class Var3D(Assimilator):
         scale = o["scale"] if o["scale"] > 0 else self.default_scales.get(o["b_source"], 1.0)
         self.covariance = static_b.estimate(
             context.model, context.climatology, o["b_source"], scale,
-            o["nmc_lead"], o["nmc_perturbation"], context.generator,
+            o["nmc_lead"], o["nmc_perturbation"], context.generator, o["nmc_samples"],
         )
 
     def assimilate(self, background, observations, operator):
