@@ -21,25 +21,27 @@ def gaspari_cohn(distance: torch.Tensor, half_width: float) -> torch.Tensor:
     return w.clamp_min(0.0)  # round-off near r = 2 can give -1e-16
 
 
-def observation_weights(model, locations: torch.Tensor, half_width: float, chunk: int = 2048,
+def observation_weights(model, locations: torch.Tensor, half_width: float, chunk: int = 1024,
                         sparse_above: int = 4_000_000) -> torch.Tensor:
     """GC weights between every model grid point and every observation, (n_points, n_obs).
 
     Dense for small problems; for large ones (n_points * n_obs above ``sparse_above``) built in
     chunks of grid points and returned as a sparse (COO) matrix, since only obs within 2c count.
+    Observations sharing a site (several variables observed there) share one distance.
     """
     points = model.point_coords()
+    sites, inverse = torch.unique(locations, dim=0, return_inverse=True)
     n_points, n_obs = points.shape[0], locations.shape[0]
     if n_points * n_obs <= sparse_above:
-        return gaspari_cohn(model.distance(points, locations), half_width)
+        return gaspari_cohn(model.distance(points, sites), half_width)[:, inverse]
     rows, cols, vals = [], [], []
     for start in range(0, n_points, chunk):
-        w = gaspari_cohn(model.distance(points[start:start + chunk], locations), half_width)
-        r, c = torch.nonzero(w, as_tuple=True)
+        d = model.distance(points[start:start + chunk], sites)[:, inverse]
+        r, c = torch.nonzero(d < 2.0 * half_width, as_tuple=True)
         rows.append(r + start)
         cols.append(c)
-        vals.append(w[r, c])
+        vals.append(gaspari_cohn(d[r, c], half_width))
     index = torch.stack([torch.cat(rows), torch.cat(cols)])
-    # Built from unique (row, col) pairs, so it is coalesced by construction.
+    # Built from unique (row, col) pairs in row-major order, so it is coalesced by construction.
     return torch.sparse_coo_tensor(index, torch.cat(vals), (n_points, n_obs), is_coalesced=True,
                                    check_invariants=False)
