@@ -104,6 +104,8 @@ def _check_counts(exp: Experiment) -> None:
         raise UsageError(f"--burn-in must be in [0, cycles), got {exp.burn_in} with {exp.cycles} cycles")
     if exp.qc_background < 0:
         raise UsageError(f"qc_background must be >= 0, got {exp.qc_background}")
+    if exp.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {exp.checkpoint_every}")
 
 
 def build_model(registry: Registry, name: str, options: dict, cache_dir: Path):
@@ -395,6 +397,8 @@ def summarise(s: Setup, rec: Recorder, prepare_seconds: float, loop_seconds: flo
         if name in rec.scalars:
             summary[name] = float(np.nanmean(rec.scalars[name][keep]))
     summary["obs_flagged"] = int((rec.obs_qc[: rec.completed] != QC_USED).sum())
+    # Says outright when nothing was assimilated (every value flagged: analysis = background).
+    summary["obs_used"] = int(np.nansum(rec.scalars["obs_used"][: rec.completed])) if "obs_used" in rec.scalars else 0
     for name, arr in rec.scalars.items():
         if name.startswith("diag_"):
             summary[name] = float(np.nanmean(arr[keep]))
