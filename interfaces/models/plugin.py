@@ -10,9 +10,7 @@ def da_harness_register(registry):
 
     registry.add_model(LinearGaussian)
     registry.add_model(Lorenz96)
-    try:
-        from .sw import ShallowWater, register_observation_kinds
-    except ImportError:  # the sphere testbed is added by its own module when present
-        return
+    from .sw import ShallowWater, register_observation_kinds
+
     registry.add_model(ShallowWater)
     register_observation_kinds(registry)
