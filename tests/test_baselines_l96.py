@@ -123,7 +123,7 @@ def _two_channel_problem(seed=0, n_obs=12):
 
 def test_letkf_equals_etkf_without_localisation_on_a_multichannel_state():
     op, ens, obs, ctx = _two_channel_problem()
-    letkf, etkf = LETKF(radius=1e6, rtps=0.0), EnKF(inflation=1.0)
+    letkf, etkf = LETKF(radius=1e6, rtps=0.0), EnKF(inflation=1.0, rtps=0.0)
     letkf.prepare(ctx)
     etkf.prepare(ctx)
     torch.testing.assert_close(letkf.assimilate(ens, obs, op), etkf.assimilate(ens, obs, op), rtol=1e-9, atol=1e-9)

@@ -128,7 +128,7 @@ def test_etkf_with_exact_prior_reproduces_kalman(spec):
     mean, Pf = _prior(model, gen)
     obs = _observe(op, mean, gen)
     ens = _exact_ensemble(mean, Pf, 25, gen)
-    method = EnKF(variant="etkf", inflation=1.0)
+    method = EnKF(variant="etkf", inflation=1.0, rtps=0.0)
     method.prepare(ctx)
     out = method.assimilate(ens, obs, op)
     kf_mean, kf_cov = kalman.analysis(mean, Pf, op.matrix(), torch.diag(op.std**2), obs.values)
@@ -142,7 +142,7 @@ def test_letkf_without_localisation_is_the_etkf():
     mean, Pf = _prior(model, gen)
     obs = _observe(op, mean, gen)
     ens = _exact_ensemble(mean, Pf, 25, gen)
-    letkf, etkf = LETKF(radius=1e6, rtps=0.0), EnKF(inflation=1.0)
+    letkf, etkf = LETKF(radius=1e6, rtps=0.0), EnKF(inflation=1.0, rtps=0.0)
     letkf.prepare(ctx)
     etkf.prepare(ctx)
     torch.testing.assert_close(letkf.assimilate(ens, obs, op), etkf.assimilate(ens, obs, op), rtol=1e-9, atol=1e-9)
@@ -157,7 +157,7 @@ def test_stochastic_enkf_mean_within_sampling_error():
     obs = _observe(op, mean, gen)
     N = 400
     ens = _exact_ensemble(mean, Pf, N, gen)
-    method = EnKF(variant="stochastic", inflation=1.0, center_perturbations=False)
+    method = EnKF(variant="stochastic", inflation=1.0, rtps=0.0, center_perturbations=False)
     method.prepare(ctx)
     out = method.assimilate(ens, obs, op)
     H, R = op.matrix(), torch.diag(op.std**2)
@@ -176,7 +176,7 @@ def test_stochastic_enkf_centred_perturbations_give_the_exact_mean():
     mean, Pf = _prior(model, gen)
     obs = _observe(op, mean, gen)
     ens = _exact_ensemble(mean, Pf, 30, gen)
-    method = EnKF(variant="stochastic", inflation=1.0)
+    method = EnKF(variant="stochastic", inflation=1.0, rtps=0.0)
     method.prepare(ctx)
     kf_mean, _ = kalman.analysis(mean, Pf, op.matrix(), torch.diag(op.std**2), obs.values)
     torch.testing.assert_close(method.assimilate(ens, obs, op).mean(0), kf_mean, rtol=1e-9, atol=1e-9)
@@ -240,6 +240,6 @@ def test_cycled_etkf_close_to_kalman_filter():
     # Sampling noise of an N-member mean is about 1/sqrt(N) of the KF's analysis std; allow
     # 3 times that for the gain's sampling error too, and an RMSE within 5 % of the KF's.
     N = 200
-    rel, rmse, rmse_kf, _ = _cycle_vs_kalman(EnKF(inflation=1.0), members=N)
+    rel, rmse, rmse_kf, _ = _cycle_vs_kalman(EnKF(inflation=1.0, rtps=0.0), members=N)
     assert rel < 3 / math.sqrt(N)
     assert rmse < 1.05 * rmse_kf

@@ -1,0 +1,158 @@
+"""The comparison engine: sweeps (serial and Dask), resumability, failure isolation, tables,
+interval arithmetic, plots and the command line's errors."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from interfaces import compare, report, sweep
+from interfaces.assimilator import Assimilator
+from interfaces.hookspecs import hookimpl
+from interfaces.registry import build_registry, get_registry
+
+SCORES = ("analysis_rmse", "background_rmse", "omb_rms", "oma_rms", "spread_skill", "crps")
+
+
+def tiny_jobs(methods=("free", "climatology", "3dvar"), seeds=2, cycles=20, **extra):
+    return [sweep.make_job(model="lorenz96", method=m, obs="every:2", cycles=cycles, burn_in=5, seed=s, **extra)
+            for m in methods for s in range(seeds)]
+
+
+def scores(records):
+    return {(r["job"]["method"], r["job"]["seed"]): {k: r["summary"].get(k) for k in SCORES} for r in records}
+
+
+@pytest.fixture(scope="module")
+def serial_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial")
+    cache = tmp_path_factory.getbasetemp() / "da-cache"
+    result = compare.compare(tiny_jobs(), out, get_registry(), serial=True, cache_dir=str(cache), log=lambda s: None)
+    return out, cache, result
+
+
+def test_serial_and_local_cluster_give_identical_numbers(serial_sweep, tmp_path):
+    out, cache, serial = serial_sweep
+    # One job with an option its method does not declare: it fails inside a worker, alone.
+    bad = sweep.make_job(model="lorenz96", method="3dvar", obs="every:2", cycles=20, burn_in=5, seed=0,
+                         method_options={"no_such_option": 1})
+    records = sweep.run_jobs(tiny_jobs() + [bad], tmp_path / "runs", mode="dask", workers=2, cache_dir=str(cache))
+    assert [r["status"] for r in records[:-1]] == ["complete"] * 6
+    assert records[-1]["status"] == "failed" and "no_such_option" in records[-1]["error"]
+    assert scores(records[:-1]) == scores(serial["records"])
+
+
+def test_rerun_skips_finished_jobs(serial_sweep):
+    out, cache, first = serial_sweep
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.nc")}
+    assert len(stamps) == 6
+    again = sweep.run_jobs(tiny_jobs(), out / "runs", mode="serial", cache_dir=str(cache))
+    assert {r["status"] for r in again} == {"skipped"}
+    assert scores(again) == scores(first["records"])
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.nc")}
+    assert sweep.pending(tiny_jobs(), out / "runs") == []
+
+
+class Raises(Assimilator):
+    name = "raises"
+    description = "fails at its third analysis"
+
+    def prepare(self, context):
+        self.calls = 0
+
+    def assimilate(self, background, observations, operator):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("deliberate failure")
+        return background.clone()
+
+
+class RaisesPlugin:
+    @hookimpl
+    def da_harness_register(self, registry):
+        registry.add_assimilator(Raises)
+
+
+def test_a_failing_method_is_reported_and_the_others_complete(tmp_path):
+    registry = build_registry(extra_plugins=[("raises-plugin", RaisesPlugin())])
+    jobs = tiny_jobs(methods=("free", "raises"), seeds=1, cycles=8)
+    result = compare.compare(jobs, tmp_path, registry, serial=True, plots=False, log=lambda s: None)
+    status = {r["job"]["method"]: r["status"] for r in result["records"]}
+    assert status == {"free": "complete", "raises": "failed"}
+    (failure,) = result["failed"]
+    assert "failed at cycle 2" in failure["error"] and "deliberate failure" in failure["error"]
+    assert "## Failed jobs" in result["markdown"] and "deliberate failure" in result["markdown"]
+    rows = {r["method"]: r for r in result["tables"][0]["rows"]}
+    assert rows["raises"]["seeds"] == 0 and rows["raises"]["failed"] == 1 and rows["free"]["seeds"] == 1
+
+
+def test_interval_matches_a_hand_computation():
+    mean, half, n = compare.t_interval([1.0, 2.0, 4.0, float("nan")])
+    sd = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    assert n == 3 and mean == pytest.approx(7 / 3)
+    assert half == pytest.approx(4.302652729911275 * sd / math.sqrt(3))  # t(0.975, 2 dof)
+    assert compare.t_interval([2.5])[:2] == (2.5, pytest.approx(float("nan"), nan_ok=True))
+
+
+def test_tables_have_the_promised_columns(serial_sweep):
+    out, _, result = serial_sweep
+    (table,) = result["tables"]
+    assert [r["method"] for r in table["rows"]] == ["free", "climatology", "3dvar"]
+    for col in ("analysis_rmse", "background_rmse", "omb_rms", "oma_rms", "train_seconds", "prepare_seconds",
+                "seconds_per_cycle", "peak_memory_mb"):
+        assert col in table["columns"]
+    # Each mean and interval is the t-interval of the per-seed summaries.
+    for row in table["rows"]:
+        per_seed = [r["summary"]["analysis_rmse"] for r in result["records"] if r["job"]["method"] == row["method"]]
+        mean, half, _ = compare.t_interval(per_seed)
+        assert row["seeds"] == 2 and row["analysis_rmse"] == mean and row["analysis_rmse_ci95"] == half
+    with open(out / "lorenz96-every2.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["method"] for r in rows] == ["free", "climatology", "3dvar"]
+    assert float(rows[2]["analysis_rmse_ci95"]) == pytest.approx(table["rows"][2]["analysis_rmse_ci95"])
+    md = (out / "lorenz96-every2.md").read_text()
+    assert "| method | members | seeds | RMSE a | RMSE b |" in md and "O-A rms" in md and " ± " in md
+    import xarray as xr
+
+    with xr.open_dataset(out / "lorenz96-every2.nc") as ds:
+        assert list(ds["method"].values) == ["free", "climatology", "3dvar"]
+        assert float(ds["analysis_rmse"][0]) == pytest.approx(table["rows"][0]["analysis_rmse"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["header"]["commit"] and summary["header"]["machine"]
+
+
+def test_plots_are_written_as_png(serial_sweep):
+    out, _, _ = serial_sweep
+    for name in ("lorenz96-every2-rmse.png", "lorenz96-every2-maps.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ensemble_rows_get_spread_skill_and_crps(tmp_path):
+    jobs = tiny_jobs(methods=("enkf",), seeds=1, cycles=10, members=8)
+    (table,) = compare.compare(jobs, tmp_path, get_registry(), serial=True, plots=False, log=lambda s: None)["tables"]
+    row = table["rows"][0]
+    assert row["members"] == 8 and math.isfinite(row["spread_skill"]) and row["crps"] > 0
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--methods", "free,nosuch"], "unknown method 'nosuch'; valid methods: "),
+    (["--model", "nosuch", "--methods", "free"], "unknown model 'nosuch'; valid models: "),
+    (["--suite", "nosuch"], "unknown suite 'nosuch'; valid suites: "),
+    (["--methods", "free", "--set", "nosuch=1"], "unknown option 'nosuch'"),
+])
+def test_unknown_names_are_one_line_usage_errors(cli, argv, needle):
+    code, stdout, stderr = cli("compare", *argv)
+    assert code == 2 and stdout == ""
+    assert needle in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_suites_name_every_method_and_both_testbeds():
+    for name in ("quick", "full"):
+        suite = compare.load_suite(name)
+        methods = {m for b in suite["experiments"] for m in b["methods"]}
+        assert {"losda", "dps", "l3dvar", "3dvar", "enkf", "letkf"} <= methods
+        assert {"lorenz96", "sw"} <= {b["model"] for b in suite["experiments"]}
+    full = compare.load_suite("full")
+    assert {"random:0.01", "random:0.05"} <= {o for b in full["experiments"] for o in b["obs"]}
+    assert "64x128" in {b.get("model_options", {}).get("resolution") for b in full["experiments"]}
