@@ -214,7 +214,13 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     started = started or time.perf_counter()
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     out = Path(out)
-    train_seconds = sweep.warm_up(jobs, registry, cache_dir, log)
+    # Training times are kept beside the run files, so a rerun that skips finished jobs still
+    # reports them.
+    times_file = out / "runs" / "train_seconds.json"
+    train_seconds = {tuple(k): v for k, v in json.loads(times_file.read_text())} if times_file.exists() else {}
+    train_seconds.update(sweep.warm_up(sweep.pending(jobs, out / "runs"), registry, cache_dir, log))
+    times_file.parent.mkdir(parents=True, exist_ok=True)
+    times_file.write_text(json.dumps([[list(k), v] for k, v in train_seconds.items()]))
     records = sweep.run_jobs(jobs, out / "runs", mode="serial" if serial else "dask", workers=workers,
                              scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None, log=log)
     for r in records:

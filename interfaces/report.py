@@ -218,41 +218,45 @@ def plot_rmse(runs: dict[str, Path], table: dict, path: Path) -> Path:
     return path
 
 
-def plot_maps(runs: dict[str, Path], table: dict, path: Path, cycle: int = -1) -> Path:
-    """Truth, analysis and analysis error of the first variable at one cycle, per method."""
+def _fields(file: Path, cycle: int):
+    """(variable, shown cycle, truth, analysis, coords) of the first variable of a run file."""
     from .io import open_run
 
+    with open_run(file) as ds:
+        name = sorted(v for v in ds.data_vars if v == "truth" or v.startswith("truth_"))[0]
+        suffix = name[len("truth"):]
+        truth = ds[name].isel(time=cycle).load()
+        analysis = ds[f"analysis{suffix}"].isel(time=cycle).load()
+        coords = [ds[d].values for d in truth.dims]
+        return suffix.lstrip("_") or "x", int(ds["cycle"].values[cycle]), truth.values, analysis.values, coords
+
+
+def plot_maps(runs: dict[str, Path], table: dict, path: Path, cycle: int = -1) -> Path:
+    """Truth, analysis and analysis error of the first variable at one cycle, one row per method;
+    colour (or y) scales are shared so that the methods compare at a glance."""
     plt = _pyplot()
-    n = len(runs)
+    loaded = {m: _fields(f, cycle) for m, f in runs.items()}
+    var, shown, truth, _, coords = next(iter(loaded.values()))
+    lo, hi = float(truth.min()), float(truth.max())
+    emax = max(float(abs(a - t).max()) for _, _, t, a, _ in loaded.values()) or 1.0
+    n = len(loaded)
     fig, axes = plt.subplots(n, 3, figsize=(11, 2.2 * n + 0.6), squeeze=False)
-    for i, (method, file) in enumerate(runs.items()):
-        with open_run(file) as ds:
-            truth_name = sorted(v for v in ds.data_vars if v == "truth" or v.startswith("truth_"))[0]
-            var = truth_name[len("truth_"):] or "x"
-            suffix = truth_name[len("truth"):]
-            truth = ds[truth_name].isel(time=cycle)
-            analysis = ds[f"analysis{suffix}"].isel(time=cycle)
-            shown = int(ds["cycle"].values[cycle])
-            panels = (("truth", truth), (f"{method} analysis", analysis), (f"{method} error", analysis - truth))
-            limit = float(abs(truth).max())
-            for j, (title, field) in enumerate(panels):
-                ax = axes[i, j]
-                if field.ndim == 1:
-                    ax.plot(field.values, lw=1)
-                    if j < 2:
-                        ax.set_ylim(float(truth.min()) - 0.1 * limit, float(truth.max()) + 0.1 * limit)
-                else:
-                    ydim, xdim = field.dims
-                    err = j == 2
-                    lo, hi = (float(truth.min()), float(truth.max())) if not err else (None, None)
-                    if err:
-                        e = float(abs(field).max()) or 1.0
-                        lo, hi = -e, e
-                    mesh = ax.pcolormesh(ds[xdim].values, ds[ydim].values, field.values, shading="auto",
-                                         cmap="RdBu_r" if err else "viridis", vmin=lo, vmax=hi)
-                    fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
-                ax.set_title(f"{title} ({var})", fontsize=8)
-                ax.tick_params(labelsize=7)
+    for i, (method, (_, _, t, a, _)) in enumerate(loaded.items()):
+        panels = (("truth", t, lo, hi, "viridis"), (f"{method} analysis", a, lo, hi, "viridis"),
+                  (f"{method} error", a - t, -emax, emax, "RdBu_r"))
+        for j, (title, field, vmin, vmax, cmap) in enumerate(panels):
+            ax = axes[i, j]
+            if field.ndim == 1:
+                if j == 1:
+                    ax.plot(t, color="0.6", lw=1, ls="--", label="truth")
+                ax.plot(field, lw=1)
+                pad = 0.05 * (vmax - vmin)
+                ax.set_ylim(vmin - pad, vmax + pad)
+            else:
+                mesh = ax.pcolormesh(coords[1], coords[0], field, shading="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+                fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_title(f"{title} ({var})", fontsize=8)
+            ax.tick_params(labelsize=7)
     fig.suptitle(f"{table_title(table)}: cycle {shown}, first seed", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -102,24 +102,29 @@ def warm_up(jobs: list[dict], registry, cache_dir: str | None, log: Callable[[st
 
     seconds: dict[tuple, float] = {}
     seen_models: set[str] = set()
+    tried: set[tuple] = set()
     for job in sorted(jobs, key=lambda j: j["seed"]):
         exp = Experiment(**{**job, "cycles": 2, "burn_in": 0}, cache_dir=cache_dir)
         model_key = json.dumps([job["model"], job["model_options"]], sort_keys=True)
         key = train_key(job)
-        train = key not in seconds and _needs_training(registry, job["method"])
+        train = key not in tried and _needs_training(registry, job["method"])
+        tried.add(key)
         if model_key in seen_models and not train:
             continue
         t0 = time.perf_counter()
-        s = setup(exp, registry)  # builds the climatology and spun-up states into the cache
-        if model_key not in seen_models:
-            seen_models.add(model_key)
-            log(f"compare: {job['model']} caches ready ({time.perf_counter() - t0:.0f} s)")
-        if train:
-            t0 = time.perf_counter()
-            s.method.prepare(s.context)  # trains and caches when no checkpoint exists, else loads
-            seconds[key] = time.perf_counter() - t0
-            log(f"compare: {job['method']} on {job['model']} prepared in {seconds[key]:.0f} s "
-                "(training included when no checkpoint was cached)")
+        try:
+            s = setup(exp, registry)  # builds the climatology and spun-up states into the cache
+            if model_key not in seen_models:
+                seen_models.add(model_key)
+                log(f"compare: {job['model']} caches ready ({time.perf_counter() - t0:.0f} s)")
+            if train:
+                t0 = time.perf_counter()
+                s.method.prepare(s.context)  # trains and caches when no checkpoint exists, else loads
+                seconds[key] = time.perf_counter() - t0
+                log(f"compare: {job['method']} on {job['model']} prepared in {seconds[key]:.0f} s "
+                    "(training included when no checkpoint was cached)")
+        except Exception as exc:  # noqa: BLE001 - the job will fail on its own and be reported
+            log(f"compare: warm-up of {job['method']} on {job['model']} failed: {_one_line(exc)}")
     return seconds
 
 
@@ -128,7 +133,12 @@ def train_key(job: dict) -> tuple:
             json.dumps(job["method_options"], sort_keys=True), job["obs"], str(job.get("obs_std")))
 
 
-def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "local", workers: int = 2,
+def pending(jobs: list[dict], run_dir) -> list[dict]:
+    """The jobs whose run file is not complete yet."""
+    return [j for j in jobs if read_status(run_path(run_dir, j))[0] != "complete"]
+
+
+def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int = 2,
              scheduler: str | None = None, cache_dir: str | None = None, registry=None,
              log: Callable[[str], None] = lambda s: None) -> list[dict]:
     """Run every job; mode 'serial' (this process) or 'dask' (``scheduler`` address, or a new
