@@ -118,7 +118,6 @@ def test_sigkill_at_a_random_point_then_resume(tmp_path, cli, args):
     cycles = args[args.index("--cycles") + 1]
     n = assert_complete_cycles(out, cycles)
     assert n < cycles, f"the run finished before the kill {note}; lengthen it"
-    print(f"killed at cycle {n} of {cycles} {note}")
     code, _, err = cli("run", *args, "--out", out, "--resume", "--no-progress")
     assert code == 0, err
     ref = tmp_path / "ref.nc"
