@@ -5,7 +5,8 @@ Two sources of error samples:
 - ``nmc``: NMC-style forecast differences. Without an operational analysis cycle we take
   pairs of forecasts of the same length started from a climatological state and from that state
   plus a small perturbation (a stand-in for analysis error); their difference samples how errors
-  grow over ``lead`` cycles, which gives flow-shaped (not merely climatological) correlations.
+  grow over ``lead`` cycles, which gives flow-shaped (not merely climatological) correlations;
+  a stochastic model adds its own noise to each forecast, so model error enters B too.
 
 The model may supply a B of its own (``Model.static_covariance``, e.g. spherical-harmonic
 correlations on the sphere); otherwise B is the sample covariance of the samples, dense for
@@ -58,8 +59,8 @@ def nmc_differences(model, climatology: torch.Tensor, lead: int, perturbation: f
     clim = climatology[::step][:samples].to(torch.float64)
     noise = torch.randn(clim.shape, generator=generator, dtype=torch.float64) * std * perturbation
     a, b = clim, clim + noise
-    for _ in range(lead):  # no model noise: the difference is the growth of the initial error
-        a, b = model.forecast(a), model.forecast(b)
+    for _ in range(lead):  # independent model noise (if the model has any) in each forecast
+        a, b = model.forecast(a, generator), model.forecast(b, generator)
     diff = b - a
     return diff - diff.mean(0)
 

@@ -30,6 +30,19 @@ def adjoint(operator, y: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class Scaled:
+    """B times a factor: S scaled by its square root."""
+
+    def __init__(self, inner, root: float):
+        self.inner, self.root, self.n_ctrl = inner, root, inner.n_ctrl
+
+    def sqrt(self, v):
+        return self.root * self.inner.sqrt(v)
+
+    def sqrt_t(self, x):
+        return self.root * self.inner.sqrt_t(x)
+
+
 def conjugate_gradient(apply_A, b: torch.Tensor, tol: float, max_iter: int) -> tuple[torch.Tensor, int]:
     """Solve A x = b for a batch of right-hand sides (batch, n) with A symmetric positive
     definite; stops when every |r| <= tol |b|. Returns x and the iteration count."""
@@ -61,6 +74,8 @@ class Var3D(Assimilator):
         "nmc_lead": 2,  # cycles of the NMC-style forecast differences
         "nmc_perturbation": 0.1,  # their initial perturbation, in climatological std
         "nmc_samples": 500,  # forecast pairs (climatological states used)
+        "adaptive": False,  # rescale B each cycle to fit the innovation statistics
+        "adaptive_cycles": 50,  # memory of that running estimate, in cycles
         "tol": 1e-8,  # relative residual (CG) or relative gradient (L-BFGS)
         "max_iter": 200,
     }
@@ -72,6 +87,8 @@ class Var3D(Assimilator):
         super().__init__(**options)
         self.covariance = None  # a BackgroundCovariance; tests may set the exact one
         self._diag: dict[str, float] = {}
+        # Running sums of the innovation excess and of tr(R^-1 H B H^T), and the cycle count.
+        self._fit = {"excess": 0.0, "trace": 0.0, "cycles": 0}
 
     def prepare(self, context):
         super().prepare(context)
@@ -91,6 +108,10 @@ class Var3D(Assimilator):
         y = observations.values.to(torch.float64)
         inv_std = 1.0 / observations.std.to(torch.float64)
         S = self.covariance
+        factor = 1.0
+        if self.options["adaptive"]:
+            factor = self._adapt(S, xb, y, inv_std, operator)
+            S = Scaled(S, factor**0.5)
         if operator.linear:
             v, iters = self._solve_linear(S, xb, y, inv_std, operator)
         else:
@@ -98,8 +119,31 @@ class Var3D(Assimilator):
         xa = xb + S.sqrt(v)
         misfit = (y - operator.apply(xa)) * inv_std
         cost = 0.5 * ((v * v).sum() + (misfit * misfit).sum()) / members
-        self._diag = {"iterations": float(iters), "cost": float(cost)}
+        self._diag = {"iterations": float(iters), "cost": float(cost), "b_factor": factor}
         return xa.reshape(background.shape).to(background.dtype)
+
+    def _adapt(self, S, xb, y, inv_std, operator, probes: int = 32) -> float:
+        """The factor s that makes E|R^-1/2 d|^2 = s tr(R^-1 H B H^T) + n_obs hold on average over
+        recent cycles (innovation consistency, as in Desroziers et al. 2005). tr(R^-1 H B H^T)
+        comes from random probes v ~ N(0, I): E|R^-1/2 H S v|^2, H linearised by a difference."""
+        hx = operator.apply(xb)
+        excess = (((y - hx) * inv_std) ** 2).mean(0).sum().item() - y.shape[0]
+        v = torch.randn(probes, S.n_ctrl, generator=self.context.generator, dtype=torch.float64)
+        eps = 1e-3
+        hs = (operator.apply(xb[:1] + eps * S.sqrt(v)) - hx[:1]) * (inv_std / eps)
+        trace = (hs * hs).sum(1).mean().item()
+        fit = self._fit
+        fit["cycles"] += 1
+        a = 1.0 / min(fit["cycles"], self.options["adaptive_cycles"])
+        fit["excess"] += a * (excess - fit["excess"])
+        fit["trace"] += a * (trace - fit["trace"])
+        return max(fit["excess"] / max(fit["trace"], 1e-300), 1e-3)
+
+    def state_dict(self):
+        return {"fit": dict(self._fit)}
+
+    def load_state_dict(self, state):
+        self._fit = dict(state.get("fit", self._fit))
 
     def _solve_linear(self, S, xb, y, inv_std, operator):
         w = inv_std**2
