@@ -200,8 +200,9 @@ class ShallowWater(Model):
         "drag_days": 10.0,  # linear drag on vorticity and divergence
         "orography": True,
         "spinup_days": 30.0,
+        "init_days": 10.0,  # run from a nudged spun-up state to a new initial state
         "clim_members": 32,  # parallel trajectories of the climatology run
-        "clim_spacing": 4,  # cycles between climatology samples of one trajectory
+        "clim_spacing": 2,  # cycles between samples of one trajectory (12 h: lag correlation ~0.8)
     }
     variables = ("h", "u", "v")
     units = ("m", "m s-1", "m s-1")
@@ -209,9 +210,12 @@ class ShallowWater(Model):
     standard_names = ("geopotential_height", "eastward_wind", "northward_wind")
     cycle_length = 6.0
     time_units = "hours"
-    # About 10 % of each channel's climatological std (std over 2000 default-configuration
-    # 32x64 climatology samples about its mean, area-weighted RMS over the grid), rounded.
-    default_obs_std = (30.0, 2.0, 2.0)
+    location_names = ("lat", "lon")  # the columns of point_coords
+    location_units = ("radian", "radian")
+    # About 10 % of each channel's climatological std, rounded: the std over 500 default 32x64
+    # climatology samples at each point, area-weighted RMS over the grid, was h 347 m,
+    # u 21.2 m/s, v 21.0 m/s (benchmarks/sw_chaos.py).
+    default_obs_std = (35.0, 2.0, 2.0)
 
     def __init__(self, **options):
         super().__init__()
@@ -224,8 +228,9 @@ class ShallowWater(Model):
         for key in ("mean_depth", "relax_days", "drag_days", "jet_width"):
             if not o[key] > 0:
                 raise UsageError(f"option '{key}' of model 'sw' must be positive, got {o[key]}")
-        if o["clim_members"] < 1 or o["clim_spacing"] < 1 or o["spinup_days"] < 0:
-            raise UsageError("options clim_members and clim_spacing of model 'sw' must be >= 1, spinup_days >= 0")
+        if o["clim_members"] < 1 or o["clim_spacing"] < 1 or o["spinup_days"] < 0 or o["init_days"] < 0:
+            raise UsageError("options clim_members and clim_spacing of model 'sw' must be >= 1, "
+                             "spinup_days and init_days >= 0")
         nlat, nlon, lmax, dt, hyper = RESOLUTIONS[o["resolution"]]
         self.state_shape = (3, nlat, nlon)
         self.steps_per_cycle = round(self.cycle_length * 3600 / dt)
@@ -253,17 +258,18 @@ class ShallowWater(Model):
 
     def initial_states(self, n, generator):
         """Random members of a cached spun-up set (its own seed, never the climatology's),
-        each nudged by 50 m of height noise drawn from ``generator`` and run on 10 days, long
-        enough for the nudges to grow to climatological size (error doubling ~2 days)."""
+        each nudged by 50 m of height noise drawn from ``generator`` and run on ``init_days``
+        (10), long enough for the nudges to grow to climatological size (doubling ~2 days)."""
         base = self._cached_states("spinup", SPINUP_MEMBERS, self._make_spinup)
         pick = torch.cat([torch.randperm(len(base), generator=generator) for _ in range(-(-n // len(base)))])[:n]
         spec = self.dyn.to_spectral(base[pick])
         spec[:, 2] += _random_height_noise(self.dyn, n, 50.0, generator)
-        return self.dyn.to_grid(self.run_days(spec, DECORRELATION_DAYS)).to(torch.float64)
+        return self.dyn.to_grid(self.run_days(spec, self.options["init_days"])).to(torch.float64)
 
     def climatology(self, n):
         """The first ``n`` samples of a cached climatology run (time-major over its parallel
-        trajectories), extended and re-cached when more are asked for."""
+        trajectories, so a few samples already span many trajectories), extended and
+        re-cached when more are asked for."""
         return self._climatology_pool(int(n))[:n].clone()
 
     # --- geometry -----------------------------------------------------------------------
@@ -271,6 +277,10 @@ class ShallowWater(Model):
         lat = self.lat[:, None].expand(self.state_shape[1:])
         lon = self.lon[None, :].expand(self.state_shape[1:])
         return torch.stack([lat.reshape(-1), lon.reshape(-1)], 1)
+
+    def interpolation(self, coords):
+        """Indices and weights (m, 4) of bilinear interpolation to off-grid (lat, lon) sites."""
+        return sphere.bilinear(self.lat, self.lon, coords)
 
     def distance(self, a, b):
         """Great-circle distance in km."""
@@ -387,7 +397,6 @@ class ShallowWater(Model):
 
 
 SPINUP_MEMBERS = 16
-DECORRELATION_DAYS = 10.0
 
 
 def _stations(arg: str, model, generator) -> PointSet:
@@ -397,10 +406,10 @@ def _stations(arg: str, model, generator) -> PointSet:
         raise UsageError(f"observation spec 'stations:{arg}' needs a positive integer count") from None
     if n < 1:
         raise UsageError(f"observation spec 'stations:{arg}' needs a positive integer count")
-    if not (hasattr(model, "lat") and hasattr(model, "lon")):
+    if not hasattr(model, "interpolation") or tuple(model.location_names) != ("lat", "lon"):
         raise UsageError(f"observation kind 'stations' needs a model on the sphere, not '{model.name}'")
     coords = sphere.random_sphere_points(n, generator)
-    index, weight = sphere.bilinear(model.lat, model.lon, coords)
+    index, weight = model.interpolation(coords)
     return PointSet(index, weight, coords)
 
 
