@@ -147,6 +147,9 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     if exp.observations_file:
         from .io import load_observations
 
+        if (exp.obs or "all") != "all" or exp.obs_std not in (None, ""):
+            raise UsageError("--obs and --obs-std describe generated observations; they cannot be combined with --observations")
+
         operator, obs_values, obs_std, obs_qc = load_observations(exp.observations_file, model, exp.cycles, registry)
     else:
         operator = build_operator(exp.obs, model, stream(exp.seed, "network"), exp.obs_std,

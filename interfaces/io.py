@@ -131,9 +131,14 @@ def write_atomic(ds: xr.Dataset, path: Path) -> None:
     """Write ``ds`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # Fletcher-32 checksums on numeric variables: bytes damaged after writing fail on read
+    # instead of silently feeding a resumed run.
+    encoding = {name: {"fletcher32": True} for name, var in ds.variables.items() if var.dtype.kind in "biuf" and var.ndim > 0}
     try:
-        ds.to_netcdf(tmp, engine="netcdf4")
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
