@@ -166,7 +166,7 @@ class Var3D(Assimilator):
         g0 = torch.autograd.grad(cost(), v)[0].abs().max().item()
         opt = torch.optim.LBFGS(
             [v], lr=1.0, max_iter=self.options["max_iter"], history_size=20,
-            tolerance_grad=max(self.options["tol"] * g0, 1e-300), tolerance_change=0.0,
+            tolerance_grad=max(self.options["tol"] * g0, 1e-300), tolerance_change=1e-12,
             line_search_fn="strong_wolfe",
         )
 
