@@ -165,7 +165,10 @@ def open_run(path) -> xr.Dataset:
 def load_resume(path, s: "Setup", rec: "Recorder") -> dict[str, Any]:
     """Fill ``rec`` with the complete cycles of ``path`` and return the state to continue from."""
     with open_run(path) as ds:
-        ds.load()
+        try:
+            ds.load()  # reads every byte: checksums catch damage here, before anything is used
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"run file '{path}' is damaged (checksum or read failure): {type(exc).__name__}: {exc}") from None
     try:
         stored = json.loads(ds.attrs["settings"])
     except (KeyError, ValueError):

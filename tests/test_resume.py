@@ -183,3 +183,18 @@ def test_a_failure_at_any_stage_of_a_write_keeps_the_previous_file(tmp_path, mon
     monkeypatch.undo()
     assert out.read_bytes() == before
     assert assert_complete_cycles(out, 6) == 2
+
+
+def test_damaged_bytes_in_a_run_file_are_refused_on_resume(tmp_path):
+    """Checksums: a run file whose data bytes were damaged after writing is not resumed from."""
+    from interfaces.errors import DataError
+    from interfaces.harness import Experiment, run_experiment
+
+    out = tmp_path / "run.nc"
+    run_experiment(Experiment(method="free", members=3, cycles=30, out=str(out)))
+    data = bytearray(out.read_bytes())
+    start = len(data) // 3
+    data[start:start + 400] = bytes(b ^ 0xFF for b in data[start:start + 400])  # inside the data
+    out.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="run.nc"):
+        run_experiment(Experiment(method="free", members=3, cycles=30, out=str(out), resume=True))
