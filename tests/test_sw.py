@@ -197,3 +197,26 @@ def test_static_covariance_from_climatology(model):
     x = torch.randn(2, model.state_size, dtype=torch.float64)
     assert B.sqrt(v).shape == (2, model.state_size)
     assert torch.allclose((B.sqrt(v) * x).sum(1), (v * B.sqrt_t(x)).sum(1), rtol=1e-9)
+
+
+def test_plots_from_arrays_and_run_like_datasets(tmp_path):
+    pytest.importorskip("matplotlib")
+    xr = pytest.importorskip("xarray")
+    from interfaces import plots
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randn(8, 16, generator=g).numpy()
+    arrays = {"truth": truth, "background": truth + 1, "analysis": truth + 0.5}
+    plots.cycle_maps(arrays, out=tmp_path / "a.png")
+    lat, lon = torch.linspace(80, -80, 8).numpy(), torch.arange(16).numpy() * 22.5
+    ds = xr.Dataset(
+        {f"{r}_h": (("time", "lat", "lon"), torch.randn(3, 8, 16, generator=g).numpy()) for r in ("truth", "background", "analysis")}
+        | {"analysis_rmse_h": ("time", [3.0, 2.0, 1.0]), "analysis_rmse": ("time", [1.0, 0.5, 0.2])},
+        coords={"lat": lat, "lon": lon, "cycle": ("time", [0, 1, 2])},
+    )
+    plots.cycle_maps(ds, cycle=1, variable="h", out=tmp_path / "b.png")
+    plots.rmse_vs_cycle({"x": ds, "y": ds}, variable="h", out=tmp_path / "c.png")
+    plots.rmse_vs_cycle({"x": ds}, out=tmp_path / "d.png")
+    assert all((tmp_path / f"{n}.png").stat().st_size > 1000 for n in "abcd")
+    with pytest.raises(UsageError):
+        plots.cycle_maps(ds, variable="q")
