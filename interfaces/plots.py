@@ -68,7 +68,7 @@ def cycle_maps(source, cycle: int = -1, variable: str = "h", out=None, lat=None,
     in degrees (grid indices when omitted).
     """
     obs = None
-    if isinstance(source, Mapping):
+    if isinstance(source, Mapping) and not hasattr(source, "data_vars"):  # a Dataset is a Mapping too
         missing = [r for r in ROLES if r not in source]
         if missing:
             raise UsageError(f"cycle_maps needs arrays for {', '.join(ROLES)}; missing {', '.join(missing)}")
