@@ -162,10 +162,12 @@ class SphericalCovariance(BackgroundCovariance):
 
 def estimate_covariance(anomalies: torch.Tensor, lmax: int, scale: float = 1.0) -> SphericalCovariance:
     """Fit per-variable, per-latitude std and an isotropic spectrum per variable to anomalies
-    (n, channels, nlat, nlon), taken as deviations already (their mean is not removed)."""
+    (n, channels, nlat, nlon), taken as deviations already (their mean is not removed again);
+    B is multiplied by ``scale``."""
     x = anomalies.to(torch.float64)
     nlat, nlon = x.shape[-2:]
-    std = x.pow(2).mean(dim=(0, 3)).sqrt().clamp_min(1e-12)  # (channels, nlat)
+    # Deviations about a removed mean (as callers pass them): n - 1 degrees of freedom.
+    std = (x.pow(2).sum(0).mean(-1) / max(x.shape[0] - 1, 1)).sqrt().clamp_min(1e-12)  # (channels, nlat)
     sht = th.RealSHT(nlat, nlon, lmax=lmax, mmax=lmax, grid=GRID).double()
     c = sht(x / std[None, :, :, None])  # standardised anomalies
     power = c.abs() ** 2
