@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from interfaces.assimilator import Assimilator
+from interfaces.errors import UsageError
 
 from . import static_b
 
@@ -85,6 +86,8 @@ class Var3D(Assimilator):
 
     def __init__(self, **options):
         super().__init__(**options)
+        if self.options["b_source"] not in self.default_scales:
+            raise UsageError(f"unknown B source '{self.options['b_source']}'; valid sources: {', '.join(self.default_scales)}")
         self.covariance = None  # a BackgroundCovariance; tests may set the exact one
         self._diag: dict[str, float] = {}
         # Running sums of the innovation excess and of tr(R^-1 H B H^T), and the cycle count.
