@@ -106,7 +106,7 @@ class Var3D(Assimilator):
         members = background.shape[0]
         xb = background.reshape(members, -1).to(torch.float64)
         if operator.n_obs == 0:
-            self._diag = {"iterations": 0.0, "cost": 0.0}
+            self._diag = {"iterations": 0.0, "cost": 0.0, "b_factor": 1.0}
             return background.clone()
         y = observations.values.to(torch.float64)
         inv_std = 1.0 / observations.std.to(torch.float64)
