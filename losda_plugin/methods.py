@@ -1,0 +1,217 @@
+"""The three assimilators sharing one latent prior: losda, dps and l3dvar.
+
+Deterministic analysis (``--members 1``, the default): losda and dps return the *mean of
+``samples`` posterior samples* drawn from the guided reverse process, decoded and averaged in
+state space (one sample's expected error is about 1.4 times the posterior spread; the mean's
+approaches the spread). l3dvar returns the *mode* of its cost. With ``--members N > 1`` each
+member's analysis is one posterior sample conditioned on that member's background (l3dvar: each
+member's mode), so the ensemble carries the posterior spread.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interfaces.assimilator import Assimilator, Context
+from interfaces.errors import UsageError
+from interfaces.observations import Observations
+
+from . import checkpoint
+from .config import TRAIN_DEFAULTS, resolve_config
+from .geometry import Geometry
+from .guidance import ObservationMisfit
+from .guidance.dps import PosteriorSampling
+from .guidance.l3dvar import latent_3dvar
+from .guidance.losda import LatentOptimisation
+from .sampler import reverse_sample
+from .schedule import karras_sigmas
+from .training import finetune_prior, train_prior
+
+#: Sampling options common to losda and dps.
+SAMPLING = {
+    "samples": 8,  # posterior samples averaged into the deterministic analysis (members = 1)
+    "steps": 20,  # reverse (denoising) steps
+    "sigma_max": 5.0,  # starting noise level, in units of sigma_data (the latent background error)
+    "sigma_min": 0.02,
+    "renoise": 1.0,  # 1: re-noise the guided estimate from scratch; 0: deterministic (DDIM)
+    "output": "decode",  # decode: D(z_a); increment: x_b + D(z_a) - D(z_b) (keeps the background's unresolved detail)
+}
+
+
+class LatentMethod(Assimilator):
+    """Shared machinery: configuration, training, checkpoint loading, encode/decode."""
+
+    preferred_members = 1
+    method_defaults: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {**TRAIN_DEFAULTS, **cls.method_defaults}
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if self.options.get("output", "decode") not in ("decode", "increment"):
+            raise UsageError(f"option 'output' of method '{self.name}' must be 'decode' or 'increment', got '{self.options['output']}'")
+        self.prior = None
+        self._diag: dict[str, float] = {}
+        self._generator: torch.Generator | None = None
+
+    # --- training and loading -------------------------------------------------------------
+    def config(self, context: Context) -> tuple[dict, Geometry]:
+        geometry = Geometry.of(context.model)
+        return resolve_config(self.options, context.model, geometry, context.operator), geometry
+
+    def train(self, context: Context) -> dict[str, Any]:
+        cfg, geometry = self.config(context)
+        seed = int(context.settings.get("seed") or 0)
+        steps = context.settings.get("train_steps")
+        t0 = time.perf_counter()
+        prior, digest = train_prior(context.model, context.climatology, cfg, seed, progress=True, steps=steps)
+        if cfg["finetune"] == "self":
+            self.prior, self.context = prior, context
+            truth, background = self._cycled_pairs(context, int(cfg["finetune_cycles"]), seed)
+            prior.report.update(finetune_prior(prior, truth, background, cfg, seed, True, int(steps or cfg["finetune_steps"])))
+        prior.report["train_seconds"] = time.perf_counter() - t0
+        path = checkpoint.save(prior, checkpoint.checkpoint_path(context.cache_dir, cfg), digest, seed)
+        print(f"losda: wrote {path} ({prior.report['train_seconds']:.0f}s)", file=sys.stderr)
+        self.prior = prior
+        return {"checkpoint": str(path), "data_hash": digest, "seed": seed, **prior.report}
+
+    def prepare(self, context: Context) -> None:
+        super().prepare(context)
+        self._generator = context.generator
+        cfg, geometry = self.config(context)
+        path = checkpoint.checkpoint_path(context.cache_dir, cfg)
+        if not path.exists():
+            print(f"losda: no trained prior at {path}; training one now (preset '{cfg['preset']}')", file=sys.stderr)
+            self.train(context)
+        self.prior = checkpoint.load(path, cfg, geometry)
+
+    def _cycled_pairs(self, context: Context, cycles: int, seed: int):
+        """(truth, background) pairs from this method cycled on a separate truth run."""
+        model, op = context.model, context.operator
+        gen = torch.Generator().manual_seed(seed + 7919)
+        saved, self._generator = self._generator, gen
+        truth = model.truth_run(cycles, gen).to(torch.float64)
+        x = context.climatology[torch.randint(0, context.climatology.shape[0], (1,), generator=gen)].clone()
+        truths, backgrounds = [], []
+        for k in range(cycles):
+            xb = model.forecast(x, gen)
+            y = op(truth[k + 1: k + 2])[0] + op.std * torch.randn(op.n_obs, generator=gen, dtype=torch.float64)
+            x = self.assimilate(xb, Observations.from_values(y, op.std), op)
+            if k >= cycles // 10:  # skip the spin-up from a climatological start
+                truths.append(truth[k + 1])
+                backgrounds.append(xb[0])
+        self._generator = saved
+        return torch.stack(truths), torch.stack(backgrounds)
+
+    # --- analysis -------------------------------------------------------------------------
+    def analyse(self, z_b: torch.Tensor, misfit: ObservationMisfit, draws: int) -> torch.Tensor:
+        """Latent analyses (batch * draws, *latent) for latent backgrounds (batch, *latent)."""
+        raise NotImplementedError
+
+    def draws(self, members: int) -> int:
+        return int(self.options.get("samples", 1)) if members == 1 else 1
+
+    def assimilate(self, background, observations, operator):
+        if self.prior is None:
+            raise UsageError(f"method '{self.name}' used before prepare()")
+        t0 = time.perf_counter()
+        members = background.shape[0]
+        prior = self.prior
+        misfit = ObservationMisfit(prior.decode, operator, observations.values, observations.std)
+        z_b = prior.encode(background)
+        draws = self.draws(members)
+        z_a = self.analyse(z_b.repeat_interleave(draws, 0), misfit, draws)
+        with torch.no_grad():
+            x_a = prior.decode(z_a).to(torch.float64).view(members, draws, *background.shape[1:])
+            if self.options.get("output") == "increment":
+                x_a = background.unsqueeze(1) + x_a - prior.decode(z_b).to(torch.float64).unsqueeze(1)
+            if draws > 1:
+                self._diag["sample_spread"] = float(x_a.std(1).pow(2).mean().sqrt())
+            analysis = x_a.mean(1)
+        self._diag["seconds"] = time.perf_counter() - t0
+        return analysis
+
+    def diagnostics(self) -> dict[str, float]:
+        return dict(self._diag)
+
+    def _sigmas(self):
+        sd = self.prior.sigma_data
+        o = self.options
+        return karras_sigmas(int(o["steps"]), o["sigma_min"] * sd, o["sigma_max"] * sd)
+
+
+def _active_steps(spec: str, steps: int) -> set[int]:
+    """'all', 'last:N' or 'every:N' -> the reverse-step indices where optimisation happens."""
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "all":
+            return set(range(steps))
+        if kind == "last":
+            return set(range(max(0, steps - int(arg)), steps))
+        if kind == "every":
+            n = int(arg)
+            return {i for i in range(steps) if (steps - 1 - i) % n == 0}
+    except ValueError:
+        pass
+    raise UsageError(f"option 'opt_steps' must be 'all', 'last:N' or 'every:N', got '{spec}'")
+
+
+class LOSDA(LatentMethod):
+    name = "losda"
+    description = "LO-SDA: latent diffusion prior conditioned on the background, guided by latent optimisation"
+    method_defaults = {
+        **SAMPLING,
+        "iters": 5,  # optimiser steps per active reverse step (K)
+        "lr": 0.1,  # Adam step, in units of sigma_data
+        "prox": 1.0,  # weight of the proximal term (times 1/r^2); 0 switches it off
+        "optimizer": "adam",  # adam | lbfgs
+        "opt_steps": "all",  # all | last:N | every:N
+    }
+
+    def analyse(self, z_b, misfit, draws):
+        o = self.options
+        if o["optimizer"] not in ("adam", "lbfgs"):
+            raise UsageError(f"option 'optimizer' of method 'losda' must be 'adam' or 'lbfgs', got '{o['optimizer']}'")
+        sd = self.prior.sigma_data
+        guidance = LatentOptimisation(misfit, sd, _active_steps(o["opt_steps"], int(o["steps"])), int(o["iters"]),
+                                      o["lr"], o["prox"], o["optimizer"])
+        denoise = lambda z, s: self.prior.denoiser(z, s, z_b)  # noqa: E731
+        z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, o["renoise"])
+        self._diag["misfit"] = guidance.last_misfit
+        return z
+
+
+class DPS(LatentMethod):
+    name = "dps"
+    description = "DPS-SDA: the same latent prior guided by diffusion posterior sampling"
+    method_defaults = {**SAMPLING, "steps": 50, "zeta": 0.5}
+
+    def analyse(self, z_b, misfit, draws):
+        o = self.options
+        guidance = PosteriorSampling(misfit, self.prior.sigma_data, o["zeta"])
+        denoise = lambda z, s: self.prior.denoiser(z, s, z_b)  # noqa: E731
+        z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, o["renoise"])
+        self._diag["misfit"] = guidance.last_misfit
+        return z
+
+
+class L3DVar(LatentMethod):
+    name = "l3dvar"
+    description = "Latent 3D-Var: 3D-Var in the VAE latent with a diagonal latent B from forecast errors"
+    method_defaults = {"iters": 30, "b_scale": 1.0, "output": "decode"}
+
+    def draws(self, members):
+        return 1
+
+    def analyse(self, z_b, misfit, draws):
+        o = self.options
+        z, final = latent_3dvar(misfit, z_b, self.prior.b_var, int(o["iters"]), o["b_scale"])
+        self._diag["misfit"] = final
+        return z
