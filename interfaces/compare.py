@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, unknown_name
-from .options import parse_assignments
+from .options import parse_assignments, resolve
 
 SUITE_DIRS = (Path(__file__).resolve().parent.parent / "benchmarks" / "suites", Path("benchmarks") / "suites")
 
@@ -38,7 +38,7 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..K-1 (default 1, or the suite's)")
     p.add_argument("--cycles", type=int, default=None, help="cycles per run (default 100, or the suite's)")
     p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the scores")
-    p.add_argument("--members", type=int, default=None, help="ensemble size for every method")
+    p.add_argument("--members", type=int, default=None, help="ensemble size of the ensemble methods (those not preferring 1 member)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="option for every method/model declaring KEY; 'METHOD.KEY' or 'model.KEY' for one")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
@@ -176,7 +176,7 @@ def _route(options: dict[str, str], model: str, methods: list[str], registry) ->
 
 def build_jobs(args, suite, registry) -> list[dict]:
     """Every (experiment block x obs x method x seed) as a sweep job; names checked first."""
-    from .sweep import make_job
+    from .sweep import job_hash as sweep_hash, make_job
 
     cli_options = parse_assignments(args.options)
     jobs = []
@@ -189,12 +189,14 @@ def build_jobs(args, suite, registry) -> list[dict]:
         for m in methods:
             if m not in registry.assimilators:
                 raise unknown_name("method", m, registry.assimilators)
-        model_cli, method_cli = _route(cli_options, model, methods, registry)
+        model_cli, method_cli = _typed(*_route(cli_options, model, methods, registry), model, registry)
         model_options = {**b.get("model_options", {}), **model_cli}
         members = b.get("members", {})
         for obs in _as_list(b["obs"]):
             for m in methods:
-                size = args.members or (members.get(m) if isinstance(members, dict) else members)
+                size = members.get(m) if isinstance(members, dict) else members
+                if args.members and getattr(registry.assimilator(m).factory, "preferred_members", None) != 1:
+                    size = args.members  # ensemble methods only: free or 3dvar stay single-member
                 for seed in range(int(b["seeds"])):
                     jobs.append(make_job(
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
@@ -202,7 +204,19 @@ def build_jobs(args, suite, registry) -> list[dict]:
                         burn_in=args.burn_in if args.burn_in is not None else b.get("burn_in"),
                         members=size, model_options=model_options,
                         method_options={**b.get("method_options", {}).get(m, {}), **method_cli[m]}))
-    return jobs
+    unique = {sweep_hash(j): j for j in jobs}  # overlapping blocks must not run (and write) one job twice
+    return list(unique.values())
+
+
+def _typed(model_opts: dict, method_opts: dict[str, dict], model: str, registry) -> tuple[dict, dict]:
+    """`--set` strings converted to the types of the declared defaults, as suite files give them,
+    so a job's hash does not depend on where an option came from."""
+    def convert(defaults, given, owner):
+        return {k: v for k, v in resolve(defaults, given, owner).items() if k in given}
+
+    model_typed = convert(registry.model(model).factory.defaults, model_opts, f"model '{model}'")
+    return model_typed, {m: convert(getattr(registry.assimilator(m).factory, "defaults", {}), o, f"method '{m}'")
+                         for m, o in method_opts.items()}
 
 
 # --- running and aggregating ----------------------------------------------------------------
