@@ -44,16 +44,18 @@ def parts() -> dict[str, float]:
     method = EnKF()
     method.prepare(st.context)
     ens = st.climatology[:40].clone()
-    backgrounds, t_forecast, t_analysis = [], 0.0, 0.0
+    t = {"forecast": 0.0, "analysis": 0.0, "forecast_cpu": 0.0, "analysis_cpu": 0.0}
     for k in range(CYCLES):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         bg = st.model.forecast(ens)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         ens = method.assimilate(bg, Observations(st.obs_values[k], st.obs_std, st.obs_qc[k]), st.operator)
-        t2 = time.perf_counter()
-        t_forecast += t1 - t0
-        t_analysis += t2 - t1
-    return {"forecast": t_forecast, "analysis": t_analysis}
+        t2, c2 = time.perf_counter(), time.process_time()
+        t["forecast"] += t1 - t0
+        t["analysis"] += t2 - t1
+        t["forecast_cpu"] += c1 - c0
+        t["analysis_cpu"] += c2 - c1
+    return t
 
 
 class SphereGrid:
@@ -128,6 +130,8 @@ def main(argv=None):
     loop = statistics.median(loops)
     forecast = statistics.median(b["forecast"] for b in breakdown)
     analysis = statistics.median(b["analysis"] for b in breakdown)
+    forecast_cpu = statistics.median(b["forecast_cpu"] for b in breakdown)
+    analysis_cpu = statistics.median(b["analysis_cpu"] for b in breakdown)
     wall = statistics.median(c[0] for c in commands)
     inner = commands[0][1]
     lines = [
@@ -144,12 +148,14 @@ def main(argv=None):
         f"Experiment: {CYCLES} cycles (100 burn-in), N = 40, all 40 variables observed, R = I, "
         f"default `enkf` (square-root ETKF, inflation 1.03); analysis RMSE {rmse[0]:.4f}.",
         "",
-        "| what | seconds | per cycle | target |",
+        "| what | wall seconds | per cycle | target |",
         "|---|---|---|---|",
         f"| harness cycle loop (forecast + analysis + recording), {CYCLES} cycles | {loop:.3f} | "
         f"{loop / CYCLES * 1e3:.3f} ms | <= 2 s: {'met' if loop <= 2.0 else 'NOT met'} |",
         f"| forecasts alone | {forecast:.3f} | {forecast / CYCLES * 1e3:.3f} ms | |",
         f"| EnKF analyses alone | {analysis:.3f} | {analysis / CYCLES * 1e3:.3f} ms | |",
+        f"| (CPU time of this process: forecasts {forecast_cpu:.3f} s, analyses {analysis_cpu:.3f} s;",
+        "| wall above CPU is time lost to other processes on the shared cores) | | | |",
         f"| the rest: the harness's per-cycle bookkeeping and recording | {max(loop - forecast - analysis, 0):.3f} | "
         f"{max(loop - forecast - analysis, 0) / CYCLES * 1e3:.3f} ms | |",
         f"| whole command `{' '.join(COMMAND)}` | {wall:.2f} | | reported |",
