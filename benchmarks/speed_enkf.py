@@ -154,14 +154,14 @@ def main(argv=None):
         f"{loop / CYCLES * 1e3:.3f} ms | <= 2 s: {'met' if loop <= 2.0 else 'NOT met'} |",
         f"| forecasts alone | {forecast:.3f} | {forecast / CYCLES * 1e3:.3f} ms | |",
         f"| EnKF analyses alone | {analysis:.3f} | {analysis / CYCLES * 1e3:.3f} ms | |",
-        f"| (CPU time of this process: forecasts {forecast_cpu:.3f} s, analyses {analysis_cpu:.3f} s;",
-        "| wall above CPU is time lost to other processes on the shared cores) | | | |",
         f"| the rest: the harness's per-cycle bookkeeping and recording | {max(loop - forecast - analysis, 0):.3f} | "
         f"{max(loop - forecast - analysis, 0) / CYCLES * 1e3:.3f} ms | |",
         f"| whole command `{' '.join(COMMAND)}` | {wall:.2f} | | reported |",
         f"| of which inside `run_experiment` (its total_seconds) | {inner['total_seconds']:.2f} | | |",
         "",
-        "The rest of the command's time is Python start-up, imports and plugin loading.",
+        f"CPU time of this process for the same {CYCLES} forecasts: {forecast_cpu:.3f} s, and analyses: "
+        f"{analysis_cpu:.3f} s; wall time above CPU time is time lost to other processes on the "
+        "shared cores. The rest of the command's time is Python start-up, imports and plugin loading.",
         "Per-run loop times: " + ", ".join(f"{x:.3f}" for x in loops) + " s; command times: "
         + ", ".join(f"{c[0]:.2f}" for c in commands) + " s.",
         "",
