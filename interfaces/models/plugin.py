@@ -10,7 +10,12 @@ def da_harness_register(registry):
 
     registry.add_model(LinearGaussian)
     registry.add_model(Lorenz96)
-    from .sw import ShallowWater, register_observation_kinds
-
-    registry.add_model(ShallowWater)
-    register_observation_kinds(registry)
+    # The sphere model imports torch-harmonics (seconds): registered lazily, imported on use.
+    registry.add_model(
+        "interfaces.models.sw:ShallowWater", name="sw",
+        description="forced-dissipative shallow water on the sphere (h, u, v; Gauss-Legendre grid), 6-h cycles",
+    )
+    registry.add_observation_kind(
+        "stations", "interfaces.models.sw:_stations",
+        "N off-grid stations uniform on the sphere, bilinear interpolation: stations:N",
+    )
