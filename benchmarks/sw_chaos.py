@@ -120,7 +120,10 @@ def run(resolution, members, long_days, twin_days, clim_n, precision, tag, spinu
     report["clim_reload_seconds"] = time.perf_counter() - t
     clim_std = weighted_rms(clim.std(0), w)  # per channel
     report["clim_std"] = clim_std.tolist()
-    indep = clim[: len(clim) // 2] - clim[len(clim) // 2 :]  # pairs of independent samples
+    # Independent pairs: different trajectories of one snapshot (the pool is time-major).
+    m = int(model.options["clim_members"])
+    snaps = clim[: len(clim) // m * m].reshape(-1, m, *clim.shape[1:])
+    indep = (snaps[:, : m // 2] - snaps[:, m // 2 : m // 2 * 2]).reshape(-1, *clim.shape[1:])
     report["clim_difference"] = (weighted_rms(indep, w).pow(2).mean(0).sqrt() / clim_std).tolist()
     report["corr_length_h"] = correlation_length(clim, model, 0)
     report["corr_length_u"] = correlation_length(clim, model, 1)
