@@ -287,10 +287,11 @@ class ShallowWater(Model):
         return sphere.great_circle(a, b)
 
     def default_length_scale(self):
-        """km. The climatological height-anomaly correlation falls to 0.5 near 1600 km and
-        changes sign near 3000 km (measured in benchmarks/sw_chaos.py), so 2000 km keeps the
-        positively correlated neighbourhood while a 20-member ensemble's sampling noise beyond
-        it is cut."""
+        """km: the Gaspari-Cohn half-width c (weight 0.21 at c, zero at 2c). Climatological
+        anomaly correlations (benchmarks/results/sw_chaos*.md) fall to 0.5 near 1700 km and
+        to zero near 3900 km for h, near 1100 and 2200 km for the winds; c = 2000 km keeps
+        the positively correlated neighbourhood of both and cuts a 20-member ensemble's
+        sampling noise (~0.2) beyond it."""
         return 2000.0
 
     def area_weights(self):
