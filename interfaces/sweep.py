@@ -94,10 +94,25 @@ def _needs_training(registry, method: str) -> bool:
     return isinstance(factory, type) and factory.train is not Assimilator.train
 
 
-def warm_up(jobs: list[dict], registry, cache_dir: str | None, log: Callable[[str], None]) -> dict[tuple, float]:
+def warm_up(jobs: list[dict], registry, cache_dir: str | None, log: Callable[[str], None],
+            threads: int = 1) -> dict[tuple, float]:
     """Before the fan-out, in this process: fill each model's caches (climatology, spun-up
     states) and train each method that needs training, so that parallel workers only read the
-    shared cache directory. Returns the seconds spent per (model options, method options) group."""
+    shared cache directory. Returns the seconds spent per (model options, method options) group.
+
+    One torch thread by default: on a shared machine OpenMP threads spin at their barriers
+    (one 32-member sw cycle at 32x64 took 78 s on 2 threads, 1.4 s on 1, on this loaded machine)."""
+    import torch
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _warm_up(jobs, registry, cache_dir, log)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _warm_up(jobs, registry, cache_dir, log) -> dict[tuple, float]:
     from .harness import Experiment, setup
 
     seconds: dict[tuple, float] = {}
