@@ -115,7 +115,9 @@ class Model(abc.ABC):
         return None
 
     def default_length_scale(self) -> float:
-        """A sensible localisation radius, in the units of ``distance``."""
+        """A sensible localisation length L, in the units of ``distance``. Convention (as in
+        DAPPER): L is the Gaussian-like length; the Gaspari-Cohn half-width is
+        c = sqrt(10/3) L, so weights vanish beyond 2c (about 3.65 L)."""
         return 1.0
 
     def summary(self) -> str:

@@ -287,12 +287,13 @@ class ShallowWater(Model):
         return sphere.great_circle(a, b)
 
     def default_length_scale(self):
-        """km: the Gaspari-Cohn half-width c (weight 0.21 at c, zero at 2c). Climatological
+        """km: the localisation length L = c / sqrt(10/3) for a Gaspari-Cohn half-width
+        c = 2000 km (weight 0.21 at c, zero at 2c; see Model.default_length_scale). Climatological
         anomaly correlations (benchmarks/results/sw_chaos*.md) fall to 0.5 near 1700 km and
         to zero near 3900 km for h, near 1100 and 2200 km for the winds; c = 2000 km keeps
         the positively correlated neighbourhood of both and cuts a 20-member ensemble's
         sampling noise (~0.2) beyond it."""
-        return 2000.0
+        return 2000.0 / math.sqrt(10.0 / 3.0)
 
     def area_weights(self):
         w = sphere.cell_boundary_weights(self.lat)
