@@ -1,9 +1,10 @@
 """Run a comparison suite and copy its tables and plots into benchmarks/results/<suite>/.
 
-    python benchmarks/run_suite.py full [any `da-harness compare` option, e.g. --workers 2]
+    python benchmarks/run_suite.py full [any `da-harness compare` option, e.g. --methods 3dvar,letkf]
 
-is `da-harness compare --suite full --out runs/compare-full` followed by the copy; the run files
-(one netCDF per job, large at 64x128) stay in runs/ and are not committed.
+is `da-harness compare --suite full --out runs/compare-full` followed by the copy; with
+`--out runs/compare-NAME` the copy goes to benchmarks/results/NAME/. The run files (one netCDF
+per job, large at 64x128) stay in runs/ and are not committed.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     suite, rest = argv[0], argv[1:]
-    out = ROOT / "runs" / f"compare-{suite}"
-    code = cli(["compare", "--suite", suite, "--out", str(out), *rest])
+    if "--out" in rest:
+        out = Path(rest[rest.index("--out") + 1]).resolve()
+    else:
+        out = ROOT / "runs" / f"compare-{suite}"
+        rest = [*rest, "--out", str(out)]
+    code = cli(["compare", "--suite", suite, *rest])
     if (out / "results.md").exists():
-        dest = ROOT / "benchmarks" / "results" / suite
+        dest = ROOT / "benchmarks" / "results" / out.name.removeprefix("compare-")
         dest.mkdir(parents=True, exist_ok=True)
         for pattern in KEEP:
             for f in out.glob(pattern):

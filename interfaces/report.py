@@ -158,10 +158,10 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for t in tables:
-        stem = out / t["name"]
-        (md := stem.with_suffix(".md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n")
-        write_csv(t, csv_path := stem.with_suffix(".csv"))
-        write_netcdf(t, nc := stem.with_suffix(".nc"), head)
+        stem = str(out / t["name"])  # names hold dots (random:0.05): no with_suffix
+        (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n")
+        write_csv(t, csv_path := Path(f"{stem}.csv"))
+        write_netcdf(t, nc := Path(f"{stem}.nc"), head)
         files += [md, csv_path, nc]
         if plots:
             runs = first_seed_runs(t, records)
