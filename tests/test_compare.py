@@ -161,3 +161,20 @@ def test_suites_name_every_method_and_both_testbeds():
     full = compare.load_suite("full")
     assert {"random:0.01", "random:0.05"} <= {o for b in full["experiments"] for o in b["obs"]}
     assert "64x128" in {b.get("model_options", {}).get("resolution") for b in full["experiments"]}
+
+
+def test_set_options_are_routed_typed_and_deduplicated():
+    from interfaces.cli import build_parser
+
+    args = build_parser().parse_args(["compare", "--methods", "3dvar,enkf,free", "--seeds", "2", "--members", "8",
+                                      "--set", "enkf.rtps=0.3", "--set", "b_source=climatology"])
+    jobs = compare.build_jobs(args, None, get_registry())
+    assert len(jobs) == 6
+    opts = {j["method"]: j["method_options"] for j in jobs}
+    assert opts == {"3dvar": {"b_source": "climatology"}, "enkf": {"rtps": 0.3}, "free": {}}
+    assert {j["method"]: j["members"] for j in jobs} == {"3dvar": None, "enkf": 8, "free": None}
+    suite = compare.load_suite("full")
+    args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--methods", "free",
+                                      "--set", "resolution=32x64"])
+    jobs = compare.build_jobs(args, suite, get_registry())  # the 64x128 block collapses onto 32x64
+    assert len(jobs) == len({sweep.job_hash(j) for j in jobs}) == 2 * suite["seeds"]
