@@ -191,7 +191,7 @@ class LOSDA(LatentMethod):
 class DPS(LatentMethod):
     name = "dps"
     description = "DPS-SDA: the same latent prior guided by diffusion posterior sampling"
-    method_defaults = {**SAMPLING, "steps": 50, "zeta": 0.5}
+    method_defaults = {**SAMPLING, "steps": 50, "zeta": 0.02}  # zeta 0.5: 0.95, 0.05: 0.51, bg 0.51 (offline, Lorenz-96)
 
     def analyse(self, z_b, misfit, draws):
         o = self.options
