@@ -40,7 +40,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("ring", "full"): {
         "latent_channels": 1, "vae_widths": "32", "vae_steps": 2500, "vae_batch": 128,
-        "denoiser_width": 48, "denoiser_blocks": 4, "denoiser_steps": 4000, "denoiser_batch": 128,
+        "denoiser_width": 32, "denoiser_blocks": 4, "denoiser_steps": 3000, "denoiser_batch": 128,
         "pairs": 20000, "finetune_cycles": 2000, "finetune_steps": 1500,
     },
     ("ring", "quick"): {
