@@ -168,7 +168,21 @@ def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int 
         return out
     if mode != "dask":
         raise ValueError(f"mode must be 'serial' or 'dask', got {mode!r}")
-    return _run_dask(jobs, str(run_dir), workers, scheduler, cache_dir, log)
+    # Finished jobs are read here; only the rest need a cluster (none at all on a full rerun).
+    out: list[dict | None] = [None] * len(jobs)
+    todo = []
+    for i, job in enumerate(jobs):
+        status, summary = read_status(run_path(run_dir, job))
+        if status == "complete":
+            out[i] = {"job": job, "file": str(run_path(run_dir, job)), "hash": job_hash(job),
+                      "status": "skipped", "summary": summary}
+        else:
+            todo.append(i)
+    if todo:
+        done = _run_dask([jobs[i] for i in todo], str(run_dir), workers, scheduler, cache_dir, log)
+        for i, record in zip(todo, done):
+            out[i] = record
+    return out  # type: ignore[return-value]
 
 
 def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log) -> list[dict]:

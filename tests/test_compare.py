@@ -57,6 +57,9 @@ def test_rerun_skips_finished_jobs(serial_sweep):
     assert scores(again) == scores(first["records"])
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.nc")}
     assert sweep.pending(tiny_jobs(), out / "runs") == []
+    # Nothing pending: no cluster is contacted (this scheduler address does not exist).
+    cached = sweep.run_jobs(tiny_jobs(), out / "runs", mode="dask", scheduler="tcp://127.0.0.1:9")
+    assert {r["status"] for r in cached} == {"skipped"}
 
 
 class Raises(Assimilator):
