@@ -16,6 +16,6 @@ def da_harness_register(registry):
         description="forced-dissipative shallow water on the sphere (h, u, v; Gauss-Legendre grid), 6-h cycles",
     )
     registry.add_observation_kind(
-        "stations", "interfaces.models.sw:_stations",
+        "stations", "interfaces.models.sw:stations",
         "N off-grid stations uniform on the sphere, bilinear interpolation: stations:N",
     )

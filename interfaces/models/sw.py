@@ -401,7 +401,8 @@ class ShallowWater(Model):
 SPINUP_MEMBERS = 16
 
 
-def _stations(arg: str, model, generator) -> PointSet:
+def stations(arg: str, model, generator) -> PointSet:
+    """Observation kind 'stations:N': N sites uniform on the sphere, bilinear interpolation."""
     try:
         n = int(arg)
     except ValueError:
@@ -413,9 +414,3 @@ def _stations(arg: str, model, generator) -> PointSet:
     coords = sphere.random_sphere_points(n, generator)
     index, weight = model.interpolation(coords)
     return PointSet(index, weight, coords)
-
-
-def register_observation_kinds(registry) -> None:
-    registry.add_observation_kind(
-        "stations", _stations, "N off-grid stations uniform on the sphere, bilinear interpolation: stations:N"
-    )
