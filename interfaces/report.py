@@ -53,6 +53,14 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _relative(path: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
+
+
 def header(wall_seconds: float, suite: dict | None, mode: str, command: str = "") -> dict[str, Any]:
     import torch
 
@@ -60,7 +68,7 @@ def header(wall_seconds: float, suite: dict | None, mode: str, command: str = ""
     dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "interfaces", "baselines", "losda_plugin",
                  "benchmarks/suites")
     return {
-        "command": command, "suite": suite["path"] if suite else "",
+        "command": command, "suite": _relative(suite["path"]) if suite else "",
         "commit": commit + (" (with uncommitted changes to the code)" if dirty else ""),
         "machine": f"{platform.node()}: {_cpu()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "software": f"python {platform.python_version()}, torch {torch.__version__}",
