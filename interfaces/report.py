@@ -83,10 +83,15 @@ def _fmt(value, half=None, cost=False) -> str:
         return "–"
     if cost:
         return f"{value:.3g}" if value < 100 else f"{value:.0f}"
-    text = f"{value:.3g}"
+    text = _sig(value, 3)
     if half is not None and math.isfinite(half):
-        text += f" ± {half:.2g}"
+        text += f" ± {_sig(half, 2)}"
     return text
+
+
+def _sig(x: float, digits: int) -> str:
+    """Significant digits without exponents for large values (454, not 4.54e+02)."""
+    return f"{x:.0f}" if abs(x) >= 10 ** digits else f"{x:.{digits}g}"
 
 
 def markdown_table(table: dict) -> str:
