@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any, Sequence
 
@@ -39,6 +40,9 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="da-harness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("DA_HARNESS_THREADS", "1")),
+                        help="torch threads (default 1, or $DA_HARNESS_THREADS): on a shared or small machine "
+                             "more threads than free cores made cycles tens of times slower")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     sub.required = True
 
@@ -155,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_problems(registry)
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.threads < 1:
+            raise UsageError(f"--threads must be a positive integer, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
         handler = {"methods": cmd_methods, "models": cmd_models, "run": cmd_run, "train": cmd_train}.get(args.command)
         if handler is None:
             from .compare import cmd_compare as handler
