@@ -61,7 +61,23 @@ def ensemble_space(background: torch.Tensor, operator, inflation: float):
     return mean, anom, prior_spread, HX, hmean
 
 
-class EnKF(Assimilator):
+class EnsembleFilter(Assimilator):
+    """What every ensemble filter shares: at least two members, nothing to do without
+    observations, and small analyses on one thread."""
+
+    def assimilate(self, background, observations, operator):
+        if background.shape[0] < 2:
+            raise UsageError(f"{self.name} needs at least 2 members")
+        if operator.n_obs == 0:
+            return background.clone()
+        with threads_for(background.numel()):
+            return self._analysis(background, observations, operator)
+
+    def _analysis(self, background, observations, operator):
+        raise NotImplementedError
+
+
+class EnKF(EnsembleFilter):
     name = "enkf"
     description = "global EnKF: square-root ETKF (default) or perturbed-observation (variant=stochastic)"
     defaults = {
@@ -88,14 +104,6 @@ class EnKF(Assimilator):
         if self.options["rtps"] < 0:
             self.options["rtps"] = relax
 
-    def assimilate(self, background, observations, operator):
-        N = background.shape[0]
-        if N < 2:
-            raise UsageError("enkf needs at least 2 members")
-        if operator.n_obs == 0:
-            return background.clone()
-        with threads_for(background.numel()):
-            return self._analysis(background, observations, operator)
 
     def _analysis(self, background, observations, operator):
         N = background.shape[0]

@@ -13,14 +13,11 @@ import math
 
 import torch
 
-from interfaces.assimilator import Assimilator
-from interfaces.errors import UsageError
-
-from .enkf import ensemble_space, rtps, threads_for
+from .enkf import EnsembleFilter, ensemble_space, rtps
 from .localization import observation_weights
 
 
-class LETKF(Assimilator):
+class LETKF(EnsembleFilter):
     name = "letkf"
     description = "local ETKF with Gaspari-Cohn localisation of R^-1 (distance from the model)"
     defaults = {
@@ -49,15 +46,6 @@ class LETKF(Assimilator):
         rho = observation_weights(self.context.model, loc, self._half_width())
         self._cache = (loc.clone(), rho)
         return rho
-
-    def assimilate(self, background, observations, operator):
-        N = background.shape[0]
-        if N < 2:
-            raise UsageError("letkf needs at least 2 members")
-        if operator.n_obs == 0:
-            return background.clone()
-        with threads_for(background.numel()):
-            return self._analysis(background, observations, operator)
 
     def _analysis(self, background, observations, operator):
         N = background.shape[0]

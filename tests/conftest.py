@@ -39,3 +39,15 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return call
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One torch thread, as the CLI's default: small LAPACK calls and sphere transforms are far
+    slower multi-threaded on a shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

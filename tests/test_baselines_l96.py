@@ -16,14 +16,6 @@ from interfaces.observations import Observations, build_operator
 from interfaces.registry import get_registry
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(method, obs="all", cycles=300, burn_in=100, seed=0, **options):
     exp = Experiment(model="lorenz96", method=method, obs=obs, cycles=cycles, burn_in=burn_in,
                      seed=seed, method_options=options)

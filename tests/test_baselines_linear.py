@@ -17,15 +17,6 @@ from interfaces.models.linear import LinearGaussian
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small LAPACK calls are far slower multi-threaded on a shared machine; restore afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _setup(spec="every:2", size=10, seed=0, std=0.7):
     model = LinearGaussian(size=size)
     gen = torch.Generator().manual_seed(seed)

@@ -13,14 +13,6 @@ from interfaces.models import sphere
 LAT, LON = sphere.gaussian_grid(32, 64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny arrays: extra threads only add synchronisation, which is very slow on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 R = sphere.EARTH_RADIUS_KM
 
 lats = st.floats(-math.pi / 2, math.pi / 2, allow_nan=False)

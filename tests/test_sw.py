@@ -16,15 +16,6 @@ from interfaces.registry import build_registry
 SMALL = dict(spinup_days=1.0, init_days=0.5, clim_members=4, clim_spacing=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small batches: extra threads only add synchronisation, very slow on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     m = ShallowWater(**SMALL)

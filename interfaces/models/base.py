@@ -123,3 +123,16 @@ class Model(abc.ABC):
     def summary(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
         return f"{self.name}({opts})"
+
+
+class RingModel(Model):
+    """A one-variable model on a periodic ring of grid points: index coordinates and distance."""
+
+    def point_coords(self) -> torch.Tensor:
+        return torch.arange(self.state_shape[0], dtype=torch.float64).unsqueeze(1)
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Index distance on the ring."""
+        n = self.state_shape[0]
+        d = (a[:, :1] - b[:, :1].T).abs()
+        return torch.minimum(d, n - d)

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .base import Model
+from .base import RingModel
 
 
 def _smooth_covariance(n: int, length: float, variance: float) -> torch.Tensor:
@@ -24,7 +24,7 @@ def _smooth_covariance(n: int, length: float, variance: float) -> torch.Tensor:
     return variance * cov / cov.diagonal().mean()
 
 
-class LinearGaussian(Model):
+class LinearGaussian(RingModel):
     name = "linear"
     description = "linear-Gaussian advection on a ring with additive noise (Kalman filter is exact)"
     defaults = {"size": 10, "damping": 0.95, "shift": 0.3, "noise_std": 0.3, "noise_length": 2.0}
@@ -72,14 +72,6 @@ class LinearGaussian(Model):
     def climatology(self, n):
         gen = torch.Generator().manual_seed(20251)
         return self.initial_states(n, gen)
-
-    def point_coords(self):
-        return torch.arange(self.state_shape[0], dtype=torch.float64).unsqueeze(1)
-
-    def distance(self, a, b):
-        n = self.state_shape[0]
-        d = (a[:, :1] - b[:, :1].T).abs()
-        return torch.minimum(d, n - d)
 
     def default_length_scale(self):
         return 2.0

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import torch
 
-from .base import Model
+from .base import RingModel
 
 
 def tendency(x: torch.Tensor, forcing: float) -> torch.Tensor:
@@ -55,7 +55,7 @@ def _climatology(size: int, forcing: float, dt: float, steps: int, n: int) -> to
     return torch.cat(samples)[:n]
 
 
-class Lorenz96(Model):
+class Lorenz96(RingModel):
     name = "lorenz96"
     description = "Lorenz-96, 40 variables, F=8, RK4 dt=0.05, one step per cycle"
     defaults = {"size": 40, "forcing": 8.0, "dt": 0.05, "steps_per_cycle": 1}
@@ -97,15 +97,6 @@ class Lorenz96(Model):
         o = self.options
         # Samples 10 steps (0.5 time units) apart along each trajectory.
         return _climatology(self.state_shape[0], float(o["forcing"]), float(o["dt"]), 10, int(n)).clone()
-
-    def point_coords(self):
-        return torch.arange(self.state_shape[0], dtype=torch.float64).unsqueeze(1)
-
-    def distance(self, a, b):
-        """Index distance on the ring."""
-        n = self.state_shape[0]
-        d = (a[:, :1] - b[:, :1].T).abs()
-        return torch.minimum(d, n - d)
 
     def default_length_scale(self):
         return 4.0
