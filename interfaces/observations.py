@@ -190,14 +190,19 @@ def _all(arg, model, generator):
     return grid_points(model, torch.arange(model.n_points))
 
 
-def _every(arg, model, generator):
+def positive_int(kind: str, arg: str, what: str) -> int:
+    """The integer argument of ``kind:arg``, or a one-line error naming the spec."""
     try:
-        k = int(arg)
+        value = int(arg)
     except ValueError:
-        raise UsageError(f"observation spec 'every:{arg}' needs a positive integer step") from None
-    if k < 1:
-        raise UsageError(f"observation spec 'every:{arg}' needs a positive integer step")
-    return grid_points(model, torch.arange(0, model.n_points, k))
+        value = 0
+    if value < 1:
+        raise UsageError(f"observation spec '{kind}:{arg}' needs a positive integer {what}")
+    return value
+
+
+def _every(arg, model, generator):
+    return grid_points(model, torch.arange(0, model.n_points, positive_int("every", arg, "step")))
 
 
 def _random(arg, model, generator):

@@ -21,7 +21,7 @@ import torch
 import torch_harmonics as th
 
 from ..errors import UsageError
-from ..observations import PointSet
+from ..observations import PointSet, positive_int
 from ..options import resolve
 from . import sphere
 from .base import Model
@@ -403,12 +403,7 @@ SPINUP_MEMBERS = 16
 
 def stations(arg: str, model, generator) -> PointSet:
     """Observation kind 'stations:N': N sites uniform on the sphere, bilinear interpolation."""
-    try:
-        n = int(arg)
-    except ValueError:
-        raise UsageError(f"observation spec 'stations:{arg}' needs a positive integer count") from None
-    if n < 1:
-        raise UsageError(f"observation spec 'stations:{arg}' needs a positive integer count")
+    n = positive_int("stations", arg, "count")
     if not hasattr(model, "interpolation") or tuple(model.location_names) != ("lat", "lon"):
         raise UsageError(f"observation kind 'stations' needs a model on the sphere, not '{model.name}'")
     coords = sphere.random_sphere_points(n, generator)
