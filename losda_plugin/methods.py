@@ -146,6 +146,13 @@ class LatentMethod(Assimilator):
         o = self.options
         return karras_sigmas(int(o["steps"]), o["sigma_min"] * sd, o["sigma_max"] * sd)
 
+    def _guided_sample(self, z_b, guidance):
+        """One reverse process of the background-conditioned prior under ``guidance`` (losda, dps)."""
+        denoise = lambda z, s: self.prior.denoiser(z, s, z_b)  # noqa: E731
+        z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, self.options["renoise"])
+        self._diag["misfit"] = guidance.last_misfit
+        return z
+
 
 def _active_steps(spec: str, steps: int) -> set[int]:
     """'all', 'last:N' or 'every:N' -> the reverse-step indices where optimisation happens."""
@@ -182,10 +189,7 @@ class LOSDA(LatentMethod):
         sd = self.prior.sigma_data
         guidance = LatentOptimisation(misfit, sd, _active_steps(o["opt_steps"], int(o["steps"])), int(o["iters"]),
                                       o["lr"], o["prox"], o["optimizer"])
-        denoise = lambda z, s: self.prior.denoiser(z, s, z_b)  # noqa: E731
-        z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, o["renoise"])
-        self._diag["misfit"] = guidance.last_misfit
-        return z
+        return self._guided_sample(z_b, guidance)
 
 
 class DPS(LatentMethod):
@@ -196,10 +200,7 @@ class DPS(LatentMethod):
     def analyse(self, z_b, misfit, draws):
         o = self.options
         guidance = PosteriorSampling(misfit, self.prior.sigma_data, o["zeta"])
-        denoise = lambda z, s: self.prior.denoiser(z, s, z_b)  # noqa: E731
-        z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, o["renoise"])
-        self._diag["misfit"] = guidance.last_misfit
-        return z
+        return self._guided_sample(z_b, guidance)
 
 
 class L3DVar(LatentMethod):
