@@ -7,11 +7,14 @@ import json
 import math
 import os
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import HarnessError, UsageError
 from .options import parse_assignments, split_options
 from .registry import get_registry, report_problems
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .harness import Experiment
 
 
 class _Parser(argparse.ArgumentParser):

@@ -22,7 +22,7 @@ import torch
 
 from . import __version__, metrics
 from .assimilator import Assimilator, Context
-from .errors import DataError, HarnessError, PluginError, UsageError
+from .errors import HarnessError, PluginError, UsageError
 from .observations import QC_BACKGROUND, QC_USED, Observations, build_operator
 from .options import resolve
 from .registry import Registry, get_registry, instantiate_method
@@ -283,8 +283,6 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
             start, ensemble = state["completed"], state["ensemble"]
             forecast_gen.set_state(state["forecast_rng"])
             method_state = state["method_state"]
-    elif out is not None and out.exists() and not exp.resume:
-        pass  # overwritten atomically at the first write; an old file stays intact until then
 
     t0 = time.perf_counter()
     try:

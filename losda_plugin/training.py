@@ -14,7 +14,6 @@ import hashlib
 import math
 import sys
 import time
-from typing import Any, Callable
 
 import torch
 from tqdm import tqdm

@@ -1,7 +1,6 @@
 """Lorenz-96 through the harness: short runs with looser thresholds than the 1000-cycle
 benchmark (benchmarks/l96_baselines.py), plus the LETKF's batching and the plugin wiring."""
 
-import types
 
 import pytest
 import torch

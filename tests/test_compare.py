@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from interfaces import compare, report, sweep
+from interfaces import compare, sweep
 from interfaces.assimilator import Assimilator
 from interfaces.hookspecs import hookimpl
 from interfaces.registry import build_registry, get_registry

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from interfaces import io, metrics
 from interfaces.harness import Experiment, Recorder, setup
 from interfaces.models.lorenz96 import Lorenz96
-from interfaces.observations import QC_MEANINGS, QC_USED, Observations, build_operator
+from interfaces.observations import QC_MEANINGS, Observations, build_operator
 
 SETTINGS = settings(max_examples=20, deadline=None)
 MODEL = Lorenz96()

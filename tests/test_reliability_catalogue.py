@@ -13,7 +13,7 @@ import xarray as xr
 
 from interfaces import registry as registry_mod
 from interfaces.assimilator import Assimilator
-from interfaces.errors import DataError, PluginError, UsageError
+from interfaces.errors import DataError, PluginError
 from interfaces.harness import Experiment, run_experiment
 from interfaces.hookspecs import hookimpl
 from interfaces.observations import QC_MISSING
