@@ -44,6 +44,7 @@ def test_run_writes_a_run_file_and_a_json_summary(tmp_path):
     (["run", "--method", "free", "--obs-std", "-1"], "finite and positive"),
     (["run", "--method", "free", "--device", "tpu"], "valid devices"),
     (["frobnicate"], "invalid choice"),
+    (["--threads", "0", "methods"], "--threads must be a positive integer"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(cli, args, fragment):
     code, _, err = cli(*args)
