@@ -52,6 +52,10 @@ class Assimilator(abc.ABC):
     def __init__(self, **options: Any):
         self.options = resolve(self.defaults, options, f"method '{self.name}'")
         self.context: Context | None = None
+        #: Seconds that training this method's learned state took, as recorded when it was
+        #: trained (so a method that loads a cached checkpoint still reports the real cost);
+        #: None for methods with nothing to train. Set by ``prepare``.
+        self.train_seconds: float | None = None
 
     def prepare(self, context: Context) -> None:
         """Once per experiment: estimate B, train or load a model, and so on."""

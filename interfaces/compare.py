@@ -239,7 +239,9 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
                              scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None, log=log)
     for r in records:
         if r["status"] != "failed":
-            r["summary"]["train_seconds"] = train_seconds.get(sweep.train_key(r["job"]), 0.0)
+            # The run file's own record first; the warm-up's timing for run files that lack one.
+            r["summary"]["train_seconds"] = (r["summary"].get("train_seconds")
+                                             or train_seconds.get(sweep.train_key(r["job"]), 0.0))
     tables = aggregate(records)
     failed = [r for r in records if r["status"] == "failed"]
     header = report.header(wall_seconds=time.perf_counter() - started, suite=suite, command=command,

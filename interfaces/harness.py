@@ -407,6 +407,8 @@ def summarise(s: Setup, rec: Recorder, prepare_seconds: float, loop_seconds: flo
             summary[name] = float(np.nanmean(arr[keep]))
     done = rec.completed - start
     summary["prepare_seconds"] = prepare_seconds
+    # What training the method's learned state cost, even when this run read it from the cache.
+    summary["train_seconds"] = float(s.method.train_seconds or 0.0)
     summary["seconds_per_cycle"] = loop_seconds / done if done else float("nan")
     summary["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     summary["version"] = __version__

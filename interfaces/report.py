@@ -121,7 +121,7 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              "", "Mean over seeds ± half-width of the 95 % t-interval. RMSE a/b: analysis/background RMSE "
              "(area-weighted; the unsuffixed score of a multi-variable model is the RMS of the per-variable RMSEs "
              "normalised by their climatological std). spread/skill and CRPS (fair) for ensembles. O-B/O-A: rms "
-             "observation-space departures. train s: the pre-sweep prepare (training when no checkpoint was cached); "
+             "observation-space departures. train s: the time the method's trained state took to train (recorded with the checkpoint, also when it was read from the cache); "
              "peak MB: peak resident memory of the process that ran the job (shared by the jobs of one worker).", ""]
     for t in tables:
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]

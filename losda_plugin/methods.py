@@ -90,6 +90,7 @@ class LatentMethod(Assimilator):
             print(f"losda: no trained prior at {path}; training one now (preset '{cfg['preset']}')", file=sys.stderr)
             self.train(context)
         self.prior = checkpoint.load(path, cfg, geometry)
+        self.train_seconds = self.prior.report.get("train_seconds")
 
     def _cycled_pairs(self, context: Context, cycles: int, seed: int):
         """(truth, background) pairs from this method cycled on a separate truth run."""

@@ -85,6 +85,12 @@ def test_checkpoint_round_trip(setting):
     assert a.prior.b_var.shape == a.prior.vae.latent_shape
 
 
+def test_a_cached_checkpoint_reports_the_training_time_it_recorded(setting):
+    # A comparison that reads the prior from the cache must still charge its training cost.
+    method = prepared(DPS, setting)
+    assert method.train_seconds == pytest.approx(setting["summary"]["train_seconds"]) and method.train_seconds > 0
+
+
 def test_corrupt_checkpoint_is_refused_in_one_line(setting, tmp_path):
     method = LOSDA(**TINY)
     cfg, geometry = method.config(setting["context"]())
