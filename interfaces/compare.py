@@ -246,6 +246,8 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     failed = [r for r in records if r["status"] == "failed"]
     header = report.header(wall_seconds=time.perf_counter() - started, suite=suite, command=command,
                            mode="serial" if serial else (scheduler or f"LocalCluster({workers} workers)"))
+    header["jobs_run"] = sum(r["status"] != "skipped" for r in records)
+    header["jobs_read"] = sum(r["status"] == "skipped" for r in records)
     files = report.write_all(tables, records, out, header, plots=plots)
     header["wall_seconds"] = time.perf_counter() - started  # tables and plots included
     markdown = report.markdown_document(tables, failed, header)

@@ -82,11 +82,22 @@ def _fmt(value, half=None, cost=False) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     if cost:
+        if 0 < value < 0.01:
+            return "<0.01"
         return f"{value:.3g}" if value < 100 else f"{value:.0f}"
     text = _sig(value, 3)
     if half is not None and math.isfinite(half):
         text += f" ± {_sig(half, 2)}"
     return text
+
+
+def _reuse_note(head: dict) -> str:
+    """Says when the wall time covers only part of the table: a rerun reads finished run files."""
+    read = head.get("jobs_read", 0)
+    if not read:
+        return ""
+    return (f"; this invocation ran {head.get('jobs_run', 0)} jobs and read {read} from run files finished "
+            "earlier, whose own costs are in the cost columns")
 
 
 def _sig(x: float, digits: int) -> str:
@@ -117,7 +128,8 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              f"- command: `{head['command']}`" if head.get("command") else None,
              f"- suite: {head['suite']}" if head.get("suite") else None,
              f"- commit: {head['commit']}", f"- machine: {head['machine']}; {head['software']}",
-             f"- run: {head['run_mode']}, {head['date']}, wall time {head['wall_seconds']:.0f} s (training included)",
+             f"- run: {head['run_mode']}, {head['date']}, wall time {head['wall_seconds']:.0f} s (training included)"
+             + _reuse_note(head),
              "", "Mean over seeds ± half-width of the 95 % t-interval. RMSE a/b: analysis/background RMSE "
              "(area-weighted; the unsuffixed score of a multi-variable model is the RMS of the per-variable RMSEs "
              "normalised by their climatological std). spread/skill and CRPS (fair) for ensembles. O-B/O-A: rms "

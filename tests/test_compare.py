@@ -62,6 +62,14 @@ def test_rerun_skips_finished_jobs(serial_sweep):
     assert {r["status"] for r in cached} == {"skipped"}
 
 
+def test_a_rerun_table_says_which_jobs_it_ran_and_which_it_read(serial_sweep):
+    out, cache, first = serial_sweep
+    assert first["json"]["header"]["jobs_run"] == 6 and "finished earlier" not in first["markdown"]
+    again = compare.compare(tiny_jobs(), out, get_registry(), serial=True, cache_dir=str(cache), log=lambda s: None)
+    assert "this invocation ran 0 jobs and read 6 from run files finished earlier" in again["markdown"]
+    assert scores(again["records"]) == scores(first["records"])
+
+
 class Raises(Assimilator):
     name = "raises"
     description = "fails at its third analysis"
