@@ -114,10 +114,12 @@ def _as_list(value) -> list:
 
 
 def _merge(*tables: dict) -> dict:
+    """Later tables win, key by key at every depth (a block's dps = {zeta = ...} keeps the
+    defaults' dps = {preset = ...})."""
     out: dict = {}
     for t in tables:
         for k, v in (t or {}).items():
-            out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+            out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

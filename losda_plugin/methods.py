@@ -195,7 +195,10 @@ class LOSDA(LatentMethod):
 class DPS(LatentMethod):
     name = "dps"
     description = "DPS-SDA: the same latent prior guided by diffusion posterior sampling"
-    method_defaults = {**SAMPLING, "zeta": 0.02}  # zeta 0.5: 0.95, 0.05: 0.51, bg 0.51 (offline, Lorenz-96)
+    # zeta tuned by cycling on a held-out seed (10; the suites score seeds 0-2), Lorenz-96 every:2:
+    # 0.02: 4.93, 0.1: 3.20, 0.2: 0.77, 0.3: 0.91, 0.5: 1.31. The best value is testbed-dependent
+    # (the 32x64 sphere at 5 %: 0.02: 1.36, 1: 0.28, 3: 0.20, 10: 0.35), so the suites set it per testbed.
+    method_defaults = {**SAMPLING, "zeta": 0.2}
 
     def analyse(self, z_b, misfit, draws):
         o = self.options

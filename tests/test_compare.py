@@ -174,6 +174,13 @@ def test_suites_name_every_method_and_both_testbeds():
     assert "64x128" in {b.get("model_options", {}).get("resolution") for b in full["experiments"]}
 
 
+def test_suite_blocks_override_defaults_option_by_option():
+    merged = compare._merge({"method_options": {"dps": {"preset": "quick"}, "losda": {"preset": "quick"}}},
+                            {"method_options": {"dps": {"zeta": 0.2}}, "cycles": 5})
+    assert merged == {"method_options": {"dps": {"preset": "quick", "zeta": 0.2}, "losda": {"preset": "quick"}},
+                      "cycles": 5}
+
+
 def test_set_options_are_routed_typed_and_deduplicated():
     from interfaces.cli import build_parser
 
