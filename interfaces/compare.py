@@ -318,10 +318,35 @@ def aggregate(records: list[dict]) -> list[dict]:
                 row[c] = mean
                 row[f"{c}_ci95"] = half
             rows.append(row)
+        if "analysis_rmse" in cols:
+            _paired_with_best(rows, recs)
+            cols.insert(cols.index("analysis_rmse") + 1, "rmse_minus_best")
         tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
                        "obs": job["obs"], "cycles": job["cycles"],
                        "burn_in": ok[0]["burn_in"] if ok else job.get("burn_in"), "columns": cols, "rows": rows})
     return tables
+
+
+def _paired_with_best(rows: list[dict], recs: list[dict]) -> None:
+    """Add each row's seed-by-seed analysis-RMSE difference from the best row (lowest mean).
+
+    Seeds share truth and observations across methods, so the paired interval is much tighter
+    than the two methods' own intervals when the seed-to-seed spread is common to both."""
+    finite = [r for r in rows if r.get("analysis_rmse") is not None and math.isfinite(r["analysis_rmse"])]
+    if not finite:
+        return
+    best = min(finite, key=lambda r: r["analysis_rmse"])["method"]
+
+    def per_seed(method):
+        return {r["job"]["seed"]: r["summary"].get("analysis_rmse", float("nan")) for r in recs
+                if r["job"]["method"] == method and r["status"] != "failed"}
+
+    ref = per_seed(best)
+    for row in rows:
+        mine = per_seed(row["method"])
+        diffs = [mine[s] - ref[s] for s in sorted(set(mine) & set(ref))]
+        row["rmse_minus_best"], row["rmse_minus_best_ci95"], _ = t_interval(diffs)
+        row["best"] = best
 
 
 def _clean(value):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 LABELS = {
-    "analysis_rmse": "RMSE a", "background_rmse": "RMSE b", "spread_skill": "spread/skill",
+    "analysis_rmse": "RMSE a", "rmse_minus_best": "RMSE a − best (paired)", "background_rmse": "RMSE b", "spread_skill": "spread/skill",
     "crps": "CRPS", "omb_rms": "O-B rms", "oma_rms": "O-A rms", "train_seconds": "train s",
     "prepare_seconds": "prepare s", "seconds_per_cycle": "s/cycle", "peak_memory_mb": "peak MB",
 }
@@ -133,7 +133,9 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              "", "Mean over seeds ± half-width of the 95 % t-interval. RMSE a/b: analysis/background RMSE "
              "(area-weighted; the unsuffixed score of a multi-variable model is the RMS of the per-variable RMSEs "
              "normalised by their climatological std). spread/skill and CRPS (fair) for ensembles. O-B/O-A: rms "
-             "observation-space departures. train s: the time the method's trained state took to train (recorded with the checkpoint, also when it was read from the cache); "
+             "observation-space departures. RMSE a − best (paired): this method's analysis RMSE minus that of the table's "
+             "best method, seed by seed (both saw the same truth and observations), mean ± 95 % interval; an interval "
+             "that excludes 0 separates the two even when their own intervals overlap. train s: the time the method's trained state took to train (recorded with the checkpoint, also when it was read from the cache); "
              "peak MB: peak resident memory of the process that ran the job (shared by the jobs of one worker).", ""]
     for t in tables:
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
@@ -173,6 +175,7 @@ def write_netcdf(table: dict, path: Path, head: dict) -> None:
                              {"long_name": f"half-width of the 95% Student-t interval of {c}"})
     attrs = {"title": table_title(table), "model": table["model"], "obs": table["obs"],
              "model_options": json.dumps(table["model_options"]), "cycles": table["cycles"],
+             "best_method": next((r["best"] for r in rows if "best" in r), ""),
              "burn_in": table["burn_in"] if table["burn_in"] is not None else -1,
              **{k: str(v) for k, v in head.items()}}
     ds = xr.Dataset(data, coords={"method": ("method", np.array([r["method"] for r in rows], dtype=object))}, attrs=attrs)

@@ -111,6 +111,20 @@ def test_interval_matches_a_hand_computation():
     assert compare.t_interval([2.5])[:2] == (2.5, pytest.approx(float("nan"), nan_ok=True))
 
 
+def test_paired_difference_from_the_best_method_is_taken_seed_by_seed():
+    def rec(method, seed, rmse):
+        return {"job": {"model": "m", "model_options": {}, "obs": "all", "cycles": 5, "method": method, "seed": seed},
+                "status": "complete", "summary": {"analysis_rmse": rmse, "members": 1, "burn_in": 1}}
+    # b is worse than a by 0.1 on every seed although their own intervals overlap widely.
+    records = [rec("a", 0, 1.0), rec("a", 1, 2.0), rec("a", 2, 3.0), rec("b", 0, 1.1), rec("b", 1, 2.1), rec("b", 2, 3.1)]
+    (table,) = compare.aggregate(records)
+    rows = {r["method"]: r for r in table["rows"]}
+    assert table["columns"][:2] == ["analysis_rmse", "rmse_minus_best"]
+    assert rows["a"]["best"] == "a" and rows["a"]["rmse_minus_best"] == 0
+    assert rows["b"]["rmse_minus_best"] == pytest.approx(0.1) and rows["b"]["rmse_minus_best_ci95"] < 1e-9
+    assert rows["b"]["analysis_rmse_ci95"] > 2
+
+
 def test_tables_have_the_promised_columns(serial_sweep):
     out, _, result = serial_sweep
     (table,) = result["tables"]
@@ -128,12 +142,13 @@ def test_tables_have_the_promised_columns(serial_sweep):
     assert [r["method"] for r in rows] == ["free", "climatology", "3dvar"]
     assert float(rows[2]["analysis_rmse_ci95"]) == pytest.approx(table["rows"][2]["analysis_rmse_ci95"])
     md = (out / "lorenz96-every2.md").read_text()
-    assert "| method | members | seeds | RMSE a | RMSE b |" in md and "O-A rms" in md and " ± " in md
+    assert "| method | members | seeds | RMSE a | RMSE a − best (paired) | RMSE b |" in md and "O-A rms" in md and " ± " in md
     import xarray as xr
 
     with xr.open_dataset(out / "lorenz96-every2.nc") as ds:
         assert list(ds["method"].values) == ["free", "climatology", "3dvar"]
         assert float(ds["analysis_rmse"][0]) == pytest.approx(table["rows"][0]["analysis_rmse"])
+        assert ds.attrs["best_method"] == min(table["rows"], key=lambda r: r["analysis_rmse"])["method"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["header"]["commit"] and summary["header"]["machine"]
 
