@@ -22,6 +22,7 @@ import xarray as xr
 from . import __version__, metrics
 from .errors import DataError, UsageError
 from .observations import QC_MEANINGS
+from .provenance import code_commit
 
 if TYPE_CHECKING:  # pragma: no cover
     from .harness import Recorder, Setup
@@ -121,6 +122,7 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
         "model_options": json.dumps(model.options, sort_keys=True, default=str),
         "method_options": json.dumps(s.method.options, sort_keys=True, default=str),
         "package_version": __version__,
+        "code_commit": code_commit(),  # the checkout that made this file (see interfaces/provenance.py)
     }
     if summary is not None:
         attrs["summary"] = json.dumps(summary, default=float)

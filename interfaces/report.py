@@ -11,10 +11,11 @@ import json
 import math
 import os
 import platform
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .provenance import code_commit
 
 LABELS = {
     "analysis_rmse": "RMSE a", "rmse_minus_best": "RMSE a − best (paired)", "background_rmse": "RMSE b", "spread_skill": "spread/skill",
@@ -35,14 +36,6 @@ def label(col: str) -> str:
 
 
 # --- provenance -----------------------------------------------------------------------------
-def _git(*args: str) -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,12 +57,9 @@ def _relative(path: str) -> str:
 def header(wall_seconds: float, suite: dict | None, mode: str, command: str = "") -> dict[str, Any]:
     import torch
 
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "interfaces", "baselines", "losda_plugin",
-                 "benchmarks/suites")
     return {
         "command": command, "suite": _relative(suite["path"]) if suite else "",
-        "commit": commit + (" (with uncommitted changes to the code)" if dirty else ""),
+        "commit": code_commit(),
         "machine": f"{platform.node()}: {_cpu()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "software": f"python {platform.python_version()}, torch {torch.__version__}",
         "run_mode": mode, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

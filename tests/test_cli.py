@@ -30,6 +30,10 @@ def test_run_writes_a_run_file_and_a_json_summary(tmp_path):
     assert 3.3 < summary["analysis_rmse"] < 3.9
     with xr.open_dataset(out) as ds:
         assert {"truth", "background", "analysis", "analysis_rmse"} <= set(ds.data_vars)
+        # Provenance: the commit of the checkout that wrote it ('unknown' outside one).
+        from interfaces.provenance import code_commit
+
+        assert ds.attrs["code_commit"] == code_commit() and ds.attrs["code_commit"]
 
 
 @pytest.mark.parametrize("args,fragment", [
