@@ -41,6 +41,8 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--members", type=int, default=None, help="ensemble size of the ensemble methods (those not preferring 1 member)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="option for every method/model declaring KEY; 'METHOD.KEY' or 'model.KEY' for one")
+    p.add_argument("--pairs", default=None, metavar="A:B,...",
+                   help="also report the seed-by-seed RMSE difference A - B for these method pairs (default: the suite's)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     p.add_argument("--serial", action="store_true", help="run the jobs one after another in this process")
@@ -54,15 +56,35 @@ def cmd_compare(args, registry) -> int:
     t0 = time.perf_counter()
     suite = load_suite(args.suite) if args.suite else None
     jobs = build_jobs(args, suite, registry)
+    compared = {j["method"] for j in jobs}
+    if args.pairs is not None:
+        pairs = parse_pairs(args.pairs, compared)
+    else:  # a suite's pairs, less those that a --methods filter left without both methods
+        pairs = [p for p in parse_pairs(",".join((suite or {}).get("pairs", [])), None) if set(p) <= compared]
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
                      cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
-                     command=_command_line())
+                     command=_command_line(), pairs=pairs)
     if args.json:
         print(json.dumps(_clean(result["json"]), default=str))
     else:
         print(result["markdown"])
     return 1 if result["failed"] else 0
+
+
+def parse_pairs(text: str, methods: set[str] | None) -> list[tuple[str, str]]:
+    """'losda:dps,losda:3dvar' -> [('losda', 'dps'), ('losda', '3dvar')], names checked against
+    the compared methods (when given)."""
+    pairs = []
+    for item in _as_list(text):
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b or a == b:
+            raise UsageError(f"--pairs needs METHOD:OTHER items separated by commas, got '{item}'")
+        for name in (a, b) if methods is not None else ():
+            if name not in methods:
+                raise UsageError(f"--pairs names method '{name}', which is not compared; compared: {', '.join(sorted(methods))}")
+        pairs.append((a, b))
+    return pairs
 
 
 def _command_line() -> str:
@@ -223,7 +245,7 @@ def _typed(model_opts: dict, method_opts: dict[str, dict], model: str, registry)
 
 # --- running and aggregating ----------------------------------------------------------------
 def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, scheduler=None, cache_dir=None,
-            plots=True, started=None, suite=None, log=None, command="") -> dict[str, Any]:
+            plots=True, started=None, suite=None, log=None, command="", pairs=()) -> dict[str, Any]:
     """Warm the caches and train, run the sweep, write tables and plots; return what was made."""
     from . import report, sweep
 
@@ -244,7 +266,7 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
             # The run file's own record first; the warm-up's timing for run files that lack one.
             r["summary"]["train_seconds"] = (r["summary"].get("train_seconds")
                                              or train_seconds.get(sweep.train_key(r["job"]), 0.0))
-    tables = aggregate(records)
+    tables = aggregate(records, pairs)
     failed = [r for r in records if r["status"] == "failed"]
     header = report.header(wall_seconds=time.perf_counter() - started, suite=suite, command=command,
                            mode="serial" if serial else (scheduler or f"LocalCluster({workers} workers)"))
@@ -297,8 +319,9 @@ def metric_columns(summaries: list[dict]) -> list[str]:
     return cols
 
 
-def aggregate(records: list[dict]) -> list[dict]:
-    """One table per (model, model options, obs): per method, mean and 95 % interval over seeds."""
+def aggregate(records: list[dict], pairs=()) -> list[dict]:
+    """One table per (model, model options, obs): per method, mean and 95 % interval over seeds;
+    and, for each requested (a, b) pair present in the table, the paired difference a - b."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault(group_key(r["job"]), []).append(r)
@@ -318,12 +341,19 @@ def aggregate(records: list[dict]) -> list[dict]:
                 row[c] = mean
                 row[f"{c}_ci95"] = half
             rows.append(row)
+        paired = []
         if "analysis_rmse" in cols:
             _paired_with_best(rows, recs)
             cols.insert(cols.index("analysis_rmse") + 1, "rmse_minus_best")
+            present = {r["method"] for r in rows}
+            for a, b in pairs:
+                if a in present and b in present:
+                    mean, half, n = paired_difference(recs, a, b)
+                    paired.append({"a": a, "b": b, "analysis_rmse_diff": mean, "analysis_rmse_diff_ci95": half, "seeds": n})
         tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
                        "obs": job["obs"], "cycles": job["cycles"],
-                       "burn_in": ok[0]["burn_in"] if ok else job.get("burn_in"), "columns": cols, "rows": rows})
+                       "burn_in": ok[0]["burn_in"] if ok else job.get("burn_in"), "columns": cols, "rows": rows,
+                       "pairs": paired})
     return tables
 
 
@@ -336,17 +366,19 @@ def _paired_with_best(rows: list[dict], recs: list[dict]) -> None:
     if not finite:
         return
     best = min(finite, key=lambda r: r["analysis_rmse"])["method"]
+    for row in rows:
+        row["rmse_minus_best"], row["rmse_minus_best_ci95"], _ = paired_difference(recs, row["method"], best)
+        row["best"] = best
 
+
+def paired_difference(recs: list[dict], a: str, b: str) -> tuple[float, float, int]:
+    """Mean and 95 % half-width of analysis RMSE a - b over the seeds both completed."""
     def per_seed(method):
         return {r["job"]["seed"]: r["summary"].get("analysis_rmse", float("nan")) for r in recs
                 if r["job"]["method"] == method and r["status"] != "failed"}
 
-    ref = per_seed(best)
-    for row in rows:
-        mine = per_seed(row["method"])
-        diffs = [mine[s] - ref[s] for s in sorted(set(mine) & set(ref))]
-        row["rmse_minus_best"], row["rmse_minus_best_ci95"], _ = t_interval(diffs)
-        row["best"] = best
+    ra, rb = per_seed(a), per_seed(b)
+    return t_interval([ra[s] - rb[s] for s in sorted(set(ra) & set(rb))])
 
 
 def _clean(value):

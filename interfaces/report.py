@@ -107,6 +107,13 @@ def markdown_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_lines(table: dict) -> str:
+    """The requested pairs as one line: 'a − b: mean ± half (n seeds)'; negative favours a."""
+    items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} ({p['seeds']} seeds)"
+             for p in table["pairs"]]
+    return "Paired RMSE a differences (seed by seed, negative favours the first): " + "; ".join(items) + "."
+
+
 def table_title(table: dict) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in sorted(table["model_options"].items()))
     return (f"{table['model']}{f' ({opts})' if opts else ''}, obs {table['obs']}, "
@@ -129,6 +136,8 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              "peak MB: peak resident memory of the process that ran the job (shared by the jobs of one worker).", ""]
     for t in tables:
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
+        if t.get("pairs"):
+            parts += [paired_lines(t), ""]
     if failed:
         parts += ["## Failed jobs", ""]
         parts += [f"- {r['job']['method']} on {r['job']['model']} ({r['job']['obs']}, seed {r['job']['seed']}): "
@@ -177,7 +186,8 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
     files = []
     for t in tables:
         stem = str(out / t["name"])  # names hold dots (random:0.05): no with_suffix
-        (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n")
+        pairs = f"\n{paired_lines(t)}\n" if t.get("pairs") else ""
+        (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n{pairs}")
         write_csv(t, csv_path := Path(f"{stem}.csv"))
         write_netcdf(t, nc := Path(f"{stem}.nc"), head)
         files += [md, csv_path, nc]

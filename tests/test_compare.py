@@ -125,6 +125,23 @@ def test_paired_difference_from_the_best_method_is_taken_seed_by_seed():
     assert rows["b"]["analysis_rmse_ci95"] > 2
 
 
+def test_named_pairs_are_reported_seed_by_seed_and_checked(serial_sweep, cli):
+    _, _, result = serial_sweep
+    (table,) = compare.aggregate(result["records"], [("3dvar", "climatology"), ("3dvar", "absent")])
+    (pair,) = table["pairs"]  # a pair with a method missing from the table is left out
+    per = {(r["job"]["method"], r["job"]["seed"]): r["summary"]["analysis_rmse"] for r in result["records"]}
+    mean, half, n = compare.t_interval([per[("3dvar", s)] - per[("climatology", s)] for s in range(2)])
+    assert (pair["a"], pair["b"], pair["seeds"]) == ("3dvar", "climatology", 2)
+    assert pair["analysis_rmse_diff"] == pytest.approx(mean) and pair["analysis_rmse_diff_ci95"] == pytest.approx(half)
+    from interfaces import report
+
+    assert "3dvar − climatology: " in report.paired_lines(table)
+    code, _, err = cli("compare", "--methods", "free,3dvar", "--pairs", "free:enkf", "--cycles", "5")
+    assert code == 2 and "'enkf', which is not compared" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("compare", "--methods", "free,3dvar", "--pairs", "free-3dvar", "--cycles", "5")
+    assert code == 2 and "METHOD:OTHER" in err
+
+
 def test_tables_have_the_promised_columns(serial_sweep):
     out, _, result = serial_sweep
     (table,) = result["tables"]
