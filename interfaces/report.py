@@ -109,7 +109,7 @@ def markdown_table(table: dict) -> str:
 
 def paired_lines(table: dict) -> str:
     """The requested pairs as one line: 'a − b: mean ± half (n seeds)'; negative favours a."""
-    items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} ({p['seeds']} seeds)"
+    items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} ({p['seeds']} seed{'s' if p['seeds'] != 1 else ''})"
              for p in table["pairs"]]
     return "Paired RMSE a differences (seed by seed, negative favours the first): " + "; ".join(items) + "."
 
