@@ -60,7 +60,7 @@ def cmd_compare(args, registry) -> int:
     if args.pairs is not None:
         pairs = parse_pairs(args.pairs, compared)
     else:  # a suite's pairs, less those that a --methods filter left without both methods
-        pairs = [p for p in parse_pairs(",".join((suite or {}).get("pairs", [])), None) if set(p) <= compared]
+        pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None) if set(p) <= compared]
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
                      cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
@@ -72,11 +72,11 @@ def cmd_compare(args, registry) -> int:
     return 1 if result["failed"] else 0
 
 
-def parse_pairs(text: str, methods: set[str] | None) -> list[tuple[str, str]]:
-    """'losda:dps,losda:3dvar' -> [('losda', 'dps'), ('losda', '3dvar')], names checked against
-    the compared methods (when given)."""
+def parse_pairs(items: str | list[str], methods: set[str] | None) -> list[tuple[str, str]]:
+    """'losda:dps,losda:3dvar' (or a suite's list of such items) -> [('losda', 'dps'),
+    ('losda', '3dvar')], names checked against the compared methods (when given)."""
     pairs = []
-    for item in _as_list(text):
+    for item in _as_list(items):
         a, sep, b = item.partition(":")
         if not sep or not a or not b or a == b:
             raise UsageError(f"--pairs needs METHOD:OTHER items separated by commas, got '{item}'")
