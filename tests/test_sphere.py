@@ -134,16 +134,28 @@ def test_spherical_b_is_symmetric_psd_with_the_given_variances():
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000))
-def test_spherical_b_sqrt_t_is_the_adjoint_and_quadratic_form_nonnegative(seed):
-    B = _tiny_covariance(seed % 7, nlat=16, nlon=32, lmax=12)
+def test_spherical_b_sqrt_t_is_the_adjoint_with_the_right_quadratic_form(seed):
+    nlat, nlon = 16, 32
+    B = _tiny_covariance(seed % 7, nlat=nlat, nlon=nlon, lmax=12)
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(3, B.n_ctrl, generator=g, dtype=torch.float64)
-    x = torch.randn(3, 3 * 16 * 32, generator=g, dtype=torch.float64)
+    x = torch.randn(3, 3 * nlat * nlon, generator=g, dtype=torch.float64)
     lhs = (B.sqrt(v) * x).sum(1)
     rhs = (v * B.sqrt_t(x)).sum(1)
     assert torch.allclose(lhs, rhs, rtol=1e-10, atol=1e-9)
-    assert torch.all(B.sqrt_t(x).pow(2).sum(1) >= 0)  # x^T B x = |S^T x|^2
     assert B.n_ctrl == 3 * 12**2
+
+    def quadratic(y):  # y^T B y = |S^T y|^2
+        return B.sqrt_t(y).pow(2).sum(1)
+
+    # At a single grid point the quadratic form is that point's variance, std**2 (unit correlation).
+    c, i, j = seed % 3, (seed // 3) % nlat, (seed // 48) % nlon
+    point = torch.zeros(1, 3, nlat, nlon, dtype=torch.float64)
+    point[0, c, i, j] = 1.0
+    assert quadratic(point.reshape(1, -1)).item() == pytest.approx(B.std[c, i].item() ** 2, rel=1e-6)
+    # Isotropy: shifting a field by whole grid columns in longitude leaves x^T B x unchanged.
+    shifted = x.reshape(3, 3, nlat, nlon).roll(1 + seed % (nlon - 1), dims=-1).reshape(3, -1)
+    assert torch.allclose(quadratic(shifted), quadratic(x), rtol=1e-9)
 
 
 def test_estimated_covariance_recovers_std_and_correlation_scale():
