@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, unknown_name
+from .grouping import group_key, group_name
 from .options import parse_assignments, resolve
+from .statistics import t_interval
 
 SUITE_DIRS = (Path(__file__).resolve().parent.parent / "benchmarks" / "suites", Path("benchmarks") / "suites")
 
@@ -280,31 +281,6 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
                "files": [str(f) for f in files + [out / "results.md"]]}
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=1, default=str))
     return {"tables": tables, "failed": failed, "markdown": markdown, "json": summary, "records": records}
-
-
-def group_key(job: dict) -> tuple:
-    return (job["model"], json.dumps(job["model_options"], sort_keys=True), job["obs"])
-
-
-def group_name(job: dict) -> str:
-    """A file-name stem for a table: model, model option values, obs (e.g. sw-32x64-random0.05)."""
-    parts = [job["model"], *(str(v) for _, v in sorted(job["model_options"].items())), job["obs"]]
-    return "-".join(re.sub(r"[^A-Za-z0-9.]+", "", p) for p in parts if p)
-
-
-def t_interval(values: list[float]) -> tuple[float, float, int]:
-    """(mean, half-width of the 95 % Student-t interval, n) of the finite values."""
-    from scipy import stats
-
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(vals)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    mean = sum(vals) / n
-    if n == 1:
-        return mean, float("nan"), 1
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n), n
 
 
 def metric_columns(summaries: list[dict]) -> list[str]:

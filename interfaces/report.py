@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .grouping import group_name
 from .provenance import code_commit
 
 LABELS = {
@@ -202,8 +203,6 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
 # --- plots ----------------------------------------------------------------------------------
 def first_seed_runs(table: dict, records: list[dict]) -> dict[str, Path]:
     """{method: run file} of the lowest completed seed of each method of the table."""
-    from .compare import group_name
-
     runs: dict[str, tuple[int, Path]] = {}
     for r in records:
         job = r["job"]

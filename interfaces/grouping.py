@@ -1,0 +1,20 @@
+"""Which table a job belongs to: one table per (model, model options, observations).
+
+Shared by the comparison engine (which groups records) and the report (which finds a table's
+run files), so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+
+def group_key(job: dict) -> tuple:
+    return (job["model"], json.dumps(job["model_options"], sort_keys=True), job["obs"])
+
+
+def group_name(job: dict) -> str:
+    """A file-name stem for a table: model, model option values, obs (e.g. sw-32x64-random0.05)."""
+    parts = [job["model"], *(str(v) for _, v in sorted(job["model_options"].items())), job["obs"]]
+    return "-".join(re.sub(r"[^A-Za-z0-9.]+", "", p) for p in parts if p)
