@@ -1,4 +1,4 @@
-"""Utilities on the sphere: a Gauss-Legendre grid, WeatherBench-2 area weights, great-circle
+"""Utilities on the sphere: a Gauss-Legendre grid and its quadrature weights, great-circle
 distances, bilinear interpolation to off-grid stations, and a spherical static B.
 
 Conventions: latitudes run from north to south (the order torch-harmonics' transforms use),
@@ -27,9 +27,20 @@ def gaussian_grid(nlat: int, nlon: int) -> tuple[torch.Tensor, torch.Tensor]:
     return lat, lon
 
 
+def quadrature_weights(nlat: int) -> torch.Tensor:
+    """Per-latitude area weights of the Gauss-Legendre grid (north to south), mean 1 over the
+    rows: the exact quadrature weights, so an area mean integrates any polynomial in
+    mu = sin(lat) of degree < 2 * nlat exactly (the spectral model's own mass integral)."""
+    _, q = precompute_latitudes(nlat, grid=GRID)
+    q = q.to(torch.float64)
+    return q / q.mean()
+
+
 def cell_boundary_weights(lat: torch.Tensor) -> torch.Tensor:
     """Per-latitude area weights as in WeatherBench 2: each row owns the band between the
-    midpoints to its neighbours (the poles close the outer bands); mean 1 over the rows."""
+    midpoints to its neighbours (the poles close the outer bands); mean 1 over the rows.
+    Kept for comparison only: on a Gauss-Legendre grid they differ from the exact quadrature
+    weights (``quadrature_weights``, used for scores) by up to 5.8 % at the polar rows."""
     lat = lat.to(torch.float64)
     mid = 0.5 * (lat[1:] + lat[:-1])
     edge = math.copysign(math.pi / 2, float(lat[0] - lat[-1]))
