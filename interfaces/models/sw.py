@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
 import torch_harmonics as th
 
-from .. import cache
 from ..errors import UsageError
 from ..observations import PointSet, positive_int
 from ..options import resolve
@@ -32,13 +32,8 @@ GRAVITY = 9.80616  # m s-2
 DAY = 86400.0
 #: Per resolution: (nlat, nlon, lmax, dt in s, hyperdiffusion e-folding time in hours).
 RESOLUTIONS = {"32x64": (32, 64, 22, 450.0, 24.0), "64x128": (64, 128, 43, 240.0, 12.0)}
-#: The layout of the cache files (part of their names). The numbers in them are versioned by
-#: the source of the code that computes them, checked on every read (see ``cache_version``).
-CACHE_FORMAT = 1
-#: That code, and the libraries whose arithmetic enters the cached states: an edit there
-#: rebuilds the caches (saying so), an edit anywhere else reuses them.
-CACHE_SOURCES = ("interfaces.models.sw", "interfaces.models.sphere")
-CACHE_LIBRARIES = ("torch", "torch-harmonics")
+#: Bumped whenever the dynamics change, so stale caches are never reused.
+CODE_VERSION = 1
 CLIM_SEED, SPINUP_SEED = 7001, 7002
 
 
@@ -154,14 +149,11 @@ class Dynamics:
         dyn = torch.stack([dvort, ddiv, dh], 1)
         return dyn + self.forcing - self.rate * spec
 
-    def integrate(self, spec, steps, tick=None):
-        """AB3, started with Euler and AB2 so each call depends on its initial state only.
-        ``tick()``, if given, is called after each step (progress bars)."""
+    def integrate(self, spec, steps):
+        """AB3, started with Euler and AB2 so each call depends on its initial state only."""
         dt = self.dt
         history = []
         for _ in range(steps):
-            if tick is not None and history:
-                tick()
             history.insert(0, self.tendency(spec))
             del history[3:]
             if len(history) == 1:
@@ -171,9 +163,14 @@ class Dynamics:
             else:
                 inc = (23 * history[0] - 16 * history[1] + 5 * history[2]) / 12
             spec = (spec + dt * inc) * self.hyper
-        if tick is not None and steps:
-            tick()
         return spec
+
+
+def _cache_root(model) -> Path:
+    if model.cache_dir is not None:
+        return Path(model.cache_dir)
+    env = os.environ.get("DA_HARNESS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "da-harness"
 
 
 def _random_height_noise(dyn: Dynamics, n: int, rms: float, generator: torch.Generator) -> torch.Tensor:
@@ -247,22 +244,17 @@ class ShallowWater(Model):
         spec = self.dyn.integrate(self.dyn.to_spectral(ensemble), self.steps_per_cycle)
         return self.dyn.to_grid(spec).to(ensemble.dtype)
 
-    def run_days(self, spec: torch.Tensor, days: float, label: str | None = None) -> torch.Tensor:
-        """Integrate a spectral state for whole cycles covering ``days``; with a ``label``, under
-        a progress bar (when the harness's ``progress`` flag is on)."""
-        steps = round(days * 24 / self.cycle_length) * self.steps_per_cycle
-        if label is None:
-            return self.dyn.integrate(spec, steps)
-        with cache.progress_bar(steps, f"sw: {label}", self.progress) as bar:
-            return self.dyn.integrate(spec, steps, tick=lambda: bar.update(1))
+    def run_days(self, spec: torch.Tensor, days: float) -> torch.Tensor:
+        """Integrate a spectral state for whole cycles covering ``days``."""
+        cycles = round(days * 24 / self.cycle_length)
+        return self.dyn.integrate(spec, cycles * self.steps_per_cycle)
 
     def spun_up(self, n: int, seed: int) -> torch.Tensor:
         """``n`` spectral states: balanced jets plus 10 m height noise, after the spin-up."""
         gen = torch.Generator().manual_seed(seed)
         spec = self.dyn.equilibrium.expand(n, -1, -1, -1).clone()
         spec[:, 2] += _random_height_noise(self.dyn, n, 10.0, gen)
-        days = self.options["spinup_days"]
-        return self.run_days(spec, days, f"spin-up of {n} states ({days:g} days)")
+        return self.run_days(spec, self.options["spinup_days"])
 
     def initial_states(self, n, generator):
         """Random members of a cached spun-up set (its own seed, never the climatology's),
@@ -272,9 +264,7 @@ class ShallowWater(Model):
         pick = torch.cat([torch.randperm(len(base), generator=generator) for _ in range(-(-n // len(base)))])[:n]
         spec = self.dyn.to_spectral(base[pick])
         spec[:, 2] += _random_height_noise(self.dyn, n, 50.0, generator)
-        days = self.options["init_days"]
-        label = f"{n} initial state{'s' if n > 1 else ''} ({days:g} days)"
-        return self.dyn.to_grid(self.run_days(spec, days, label)).to(torch.float64)
+        return self.dyn.to_grid(self.run_days(spec, self.options["init_days"])).to(torch.float64)
 
     def climatology(self, n):
         """The first ``n`` samples of a cached climatology run (time-major over its parallel
