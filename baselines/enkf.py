@@ -13,6 +13,7 @@ import math
 import torch
 
 from interfaces.assimilator import Assimilator
+from interfaces.device import device_of, to_cpu, to_device
 from interfaces.errors import UsageError
 
 
@@ -63,15 +64,17 @@ def ensemble_space(background: torch.Tensor, operator, inflation: float):
 
 class EnsembleFilter(Assimilator):
     """What every ensemble filter shares: at least two members, nothing to do without
-    observations, and small analyses on one thread."""
+    observations, small analyses on one thread, and the analysis on the Context's device."""
 
     def assimilate(self, background, observations, operator):
         if background.shape[0] < 2:
             raise UsageError(f"{self.name} needs at least 2 members")
         if operator.n_obs == 0:
             return background.clone()
+        device = device_of(self.context)
         with threads_for(background.numel()):
-            return self._analysis(background, observations, operator)
+            analysis = self._analysis(background.to(device), to_device(observations, device), to_device(operator, device))
+        return to_cpu(analysis, like=background)
 
     def _analysis(self, background, observations, operator):
         raise NotImplementedError
@@ -122,7 +125,8 @@ class EnKF(EnsembleFilter):
             post_anom = T @ anom
             new_mean = mean + scale * (w @ anom)
         else:
-            eps = torch.randn(HX.shape, generator=self.context.generator, dtype=HX.dtype)
+            # Drawn on the CPU generator, then moved: the same numbers on every device.
+            eps = torch.randn(HX.shape, generator=self.context.generator, dtype=HX.dtype).to(HX.device)
             if o["center_perturbations"]:
                 eps = eps - eps.mean(0)
             D = (observations.values + eps * observations.std - HX) * inv_std  # (N, p)

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from interfaces.device import device_of
+
 from .enkf import EnsembleFilter, ensemble_space, rtps
 from .localization import observation_weights
 
@@ -40,10 +42,10 @@ class LETKF(EnsembleFilter):
 
     def _weights(self, operator) -> torch.Tensor:
         """Localisation weights (n_points, n_obs), reused while the locations do not change."""
-        loc = operator.locations
+        loc = operator.locations.cpu()  # the model's distances are CPU tensors
         if self._cache is not None and self._cache[0].shape == loc.shape and torch.equal(self._cache[0], loc):
             return self._cache[1]
-        rho = observation_weights(self.context.model, loc, self._half_width())
+        rho = observation_weights(self.context.model, loc, self._half_width()).to(device_of(self.context))
         self._cache = (loc.clone(), rho)
         return rho
 

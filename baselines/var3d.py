@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from interfaces.assimilator import Assimilator
+from interfaces.device import device_of, to_cpu, to_device
 from interfaces.errors import UsageError
 
 from . import static_b
@@ -26,7 +27,7 @@ def adjoint(operator, y: torch.Tensor) -> torch.Tensor:
     n_state = 1
     for s in operator.state_shape:
         n_state *= s
-    x = torch.zeros(y.shape[0], n_state, dtype=y.dtype, requires_grad=True)
+    x = torch.zeros(y.shape[0], n_state, dtype=y.dtype, device=y.device, requires_grad=True)
     (out,) = torch.autograd.grad(operator.apply(x), x, grad_outputs=y)
     return out
 
@@ -97,19 +98,23 @@ class Var3D(Assimilator):
         super().prepare(context)
         o = self.options
         scale = o["scale"] if o["scale"] > 0 else self.default_scales.get(o["b_source"], 1.0)
-        self.covariance = static_b.estimate(
+        # Estimated on the CPU (it runs the model's forecasts), then kept on the run's device.
+        covariance = static_b.estimate(
             context.model, context.climatology, o["b_source"], scale,
             o["nmc_lead"], o["nmc_perturbation"], context.generator, o["nmc_samples"],
         )
+        self.covariance = to_device(covariance, context.device)
 
     def assimilate(self, background, observations, operator):
         members = background.shape[0]
-        xb = background.reshape(members, -1).to(torch.float64)
         if operator.n_obs == 0:
             self._diag = {"iterations": 0.0, "cost": 0.0, "b_factor": 1.0}
             return background.clone()
-        y = observations.values.to(torch.float64)
-        inv_std = 1.0 / observations.std.to(torch.float64)
+        device = device_of(self.context)
+        xb = background.reshape(members, -1).to(device, torch.float64)
+        operator = to_device(operator, device)
+        y = observations.values.to(device, torch.float64)
+        inv_std = 1.0 / observations.std.to(device, torch.float64)
         S = self.covariance
         factor = 1.0
         if self.options["adaptive"]:
@@ -123,7 +128,7 @@ class Var3D(Assimilator):
         misfit = (y - operator.apply(xa)) * inv_std
         cost = 0.5 * ((v * v).sum() + (misfit * misfit).sum()) / members
         self._diag = {"iterations": float(iters), "cost": float(cost), "b_factor": factor}
-        return xa.reshape(background.shape).to(background.dtype)
+        return to_cpu(xa.reshape(background.shape), like=background)
 
     def _adapt(self, S, xb, y, inv_std, operator, probes: int = 32) -> float:
         """The factor s that makes E|R^-1/2 d|^2 = s tr(R^-1 H B H^T) + n_obs hold on average over
@@ -131,7 +136,8 @@ class Var3D(Assimilator):
         comes from random probes v ~ N(0, I): E|R^-1/2 H S v|^2, H linearised by a difference."""
         hx = operator.apply(xb)
         excess = (((y - hx) * inv_std) ** 2).mean(0).sum().item() - y.shape[0]
-        v = torch.randn(probes, S.n_ctrl, generator=self.context.generator, dtype=torch.float64)
+        # Drawn on the CPU generator, then moved: the same numbers on every device.
+        v = torch.randn(probes, S.n_ctrl, generator=self.context.generator, dtype=torch.float64).to(xb.device)
         eps = 1e-3
         hs = (operator.apply(xb[:1] + eps * S.sqrt(v)) - hx[:1]) * (inv_std / eps)
         trace = (hs * hs).sum(1).mean().item()
@@ -159,7 +165,7 @@ class Var3D(Assimilator):
         return conjugate_gradient(hessian, rhs, self.options["tol"], self.options["max_iter"])
 
     def _solve_nonlinear(self, S, xb, y, inv_std, operator):
-        v = torch.zeros(xb.shape[0], S.n_ctrl, dtype=torch.float64, requires_grad=True)
+        v = torch.zeros(xb.shape[0], S.n_ctrl, dtype=torch.float64, device=xb.device, requires_grad=True)
 
         def cost():
             misfit = (y - operator.apply(xb + S.sqrt(v))) * inv_std

@@ -22,7 +22,7 @@ class BackgroundCovariance(abc.ABC):
 
     def sqrt_t(self, x: torch.Tensor) -> torch.Tensor:
         """Apply S^T (batch, n_state) -> (batch, n_ctrl); default through autograd."""
-        v = torch.zeros(x.shape[0], self.n_ctrl, dtype=x.dtype, requires_grad=True)
+        v = torch.zeros(x.shape[0], self.n_ctrl, dtype=x.dtype, device=x.device, requires_grad=True)
         (out,) = torch.autograd.grad(self.sqrt(v), v, grad_outputs=x)
         return out
 

@@ -116,7 +116,7 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
         "source": f"da-harness {__version__}",
         "history": f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} da-harness run",
         "method": exp.method, "model": exp.model, "obs": exp.obs, "seed": exp.seed,
-        "members": s.members, "cycles": exp.cycles, "burn_in": exp.burn_in,
+        "members": s.members, "cycles": exp.cycles, "burn_in": exp.burn_in, "device": str(exp.device),
         "completed_cycles": n, "status": "complete" if complete else "partial",
         "settings": json.dumps(exp.settings(), sort_keys=True, default=str),
         "model_options": json.dumps(model.options, sort_keys=True, default=str),

@@ -131,7 +131,7 @@ class SparseLinearOperator(ObservationOperator):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """H^T y for y shaped (members, n_obs), returned as (members, n_state)."""
         n_state = math.prod(self.state_shape)
-        out = torch.zeros(y.shape[0], n_state, dtype=y.dtype)
+        out = torch.zeros(y.shape[0], n_state, dtype=y.dtype, device=y.device)
         contrib = y.unsqueeze(-1) * self.weight.to(y.dtype)
         out.index_add_(1, self.index.reshape(-1), contrib.reshape(y.shape[0], -1))
         return out

@@ -5,8 +5,9 @@ one-line DataError naming the file and the mismatch."""
 from __future__ import annotations
 
 import os
-import re
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ def save(prior: LatentPrior, path: Path, data_hash: str, seed: int) -> Path:
         "format": FORMAT,
         "config": prior.config,
         "config_hash": config_hash(prior.config),
-        "vae": prior.vae.state_dict(),
-        "denoiser": prior.denoiser.state_dict(),
-        "b_var": prior.b_var,
+        # CPU copies, so a checkpoint trained on one device loads on any.
+        "vae": {k: v.cpu() for k, v in prior.vae.state_dict().items()},
+        "denoiser": {k: v.cpu() for k, v in prior.denoiser.state_dict().items()},
+        "b_var": prior.b_var.cpu(),
         "data_hash": data_hash,
         "seed": seed,
         "report": prior.report,
@@ -61,21 +63,46 @@ def _first_difference(stored: dict, expected: dict) -> str:
     return "configuration hash differs"
 
 
+#: What to do about a checkpoint that cannot be used: it is a cache, so rebuilding it is safe.
+REMEDY = "delete it; the next run (or 'da-harness train' with the same --model and --set options) retrains it"
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """What is wrong with a file torch.load refused, judged from the file itself (torch's own
+    message is long, multi-line and often blames the wrong thing)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes): probably a training run killed while writing"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        return f"is not a torch checkpoint (it starts with {head!r}, not a zip archive's 'PK')"
+    if not zipfile.is_zipfile(path):
+        return f"is truncated ({size} bytes, its zip directory is missing): probably a copy or write cut short"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "holds Python objects that a safe (weights-only) load refuses: it was not written by da-harness"
+    return f"is damaged (a torch archive whose contents cannot be read: {type(exc).__name__})"
+
+
 def load(path: Path, expected: dict[str, Any], geometry) -> LatentPrior:
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"checkpoint {path} does not exist; run 'da-harness train' with the same options") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        reason = re.sub(r"\x1b\[[0-9;]*m", "", lines[0] if lines else type(exc).__name__).strip()[:100]
-        raise DataError(f"checkpoint {path} is corrupt or unreadable ({reason}); delete it or retrain with 'da-harness train'") from None
+        raise DataError(f"checkpoint {path} {_unreadable(path, exc)}; {REMEDY}") from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED):
-        raise DataError(f"checkpoint {path} is not a losda checkpoint (missing fields); delete it or retrain")
+        missing = [k for k in REQUIRED if k not in payload] if isinstance(payload, dict) else list(REQUIRED)
+        raise DataError(f"checkpoint {path} is a torch file but not a losda checkpoint (missing {', '.join(missing)}); {REMEDY}")
     if payload["format"] != FORMAT:
-        raise DataError(f"checkpoint {path} has format {payload['format']}, this version reads {FORMAT}; retrain with 'da-harness train'")
+        raise DataError(f"checkpoint {path} has format {payload['format']}, this version reads {FORMAT}; {REMEDY}")
     stored = payload["config"]
-    if payload["config_hash"] != config_hash(expected) or config_hash(stored) != payload["config_hash"]:
-        raise DataError(f"checkpoint {path} does not match this configuration: {_first_difference(stored, expected)}")
+    if config_hash(stored) != payload["config_hash"]:
+        raise DataError(f"checkpoint {path} is inconsistent: its configuration does not hash to the digest it records "
+                        f"({payload['config_hash']}), so it was edited or damaged; {REMEDY}")
+    if payload["config_hash"] != config_hash(expected):
+        raise DataError(f"checkpoint {path} was trained for another configuration: {_first_difference(stored, expected)}; {REMEDY}")
     cfg = {**expected, **{k: stored[k] for k in UNHASHED if k in stored}}
     vae_state, den_state = payload["vae"], payload["denoiser"]
     try:
@@ -83,11 +110,11 @@ def load(path: Path, expected: dict[str, Any], geometry) -> LatentPrior:
         vae.load_state_dict(vae_state)
         denoiser.load_state_dict(den_state)
     except (KeyError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise DataError(f"checkpoint {path} has weights that do not fit its configuration ({reason[:120]})") from None
+        what = f"missing weight {exc}" if isinstance(exc, KeyError) else "weights of the wrong names or shapes"
+        raise DataError(f"checkpoint {path} has {what} for its own configuration (damaged or written by other code); {REMEDY}") from None
     b_var = payload["b_var"]
     if tuple(b_var.shape) != tuple(vae.latent_shape):
-        raise DataError(f"checkpoint {path} has a latent B of shape {tuple(b_var.shape)}, expected {tuple(vae.latent_shape)}")
+        raise DataError(f"checkpoint {path} has a latent B of shape {tuple(b_var.shape)}, expected {tuple(vae.latent_shape)}; {REMEDY}")
     report = dict(payload.get("report") or {})
     report.update(checkpoint=str(path), data_hash=payload["data_hash"], seed=payload.get("seed"), versions=payload["versions"])
     return LatentPrior(geometry, cfg, vae, denoiser, b_var, report).eval()

@@ -59,7 +59,7 @@ class ConditionalDenoiser(nn.Module):
         self.register_buffer("sigma_data", torch.tensor(float(sigma_data)))
 
     def forward(self, z_t, sigma, z_b):
-        sigma = torch.as_tensor(sigma, dtype=z_t.dtype).expand(z_t.shape[0])
+        sigma = torch.as_tensor(sigma, dtype=z_t.dtype, device=z_t.device).expand(z_t.shape[0])
         c_skip, c_out, c_in, c_noise = precondition(sigma, float(self.sigma_data))
         view = (-1, *([1] * (z_t.dim() - 1)))
         u_t = z_t - z_b

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from interfaces.assimilator import Assimilator, Context
+from interfaces.device import to_cpu, to_device
 from interfaces.errors import UsageError
 from interfaces.observations import Observations
 
@@ -70,7 +71,8 @@ class LatentMethod(Assimilator):
         seed = int(context.settings.get("seed") or 0)
         steps = context.settings.get("train_steps")
         t0 = time.perf_counter()
-        prior, digest = train_prior(context.model, context.climatology, cfg, seed, progress=True, steps=steps)
+        prior, digest = train_prior(context.model, context.climatology, cfg, seed, progress=True, steps=steps,
+                                    device=context.device)
         if cfg["finetune"] == "self":
             self.prior, self.context = prior, context
             truth, background = self._cycled_pairs(context, int(cfg["finetune_cycles"]), seed)
@@ -89,7 +91,7 @@ class LatentMethod(Assimilator):
         if not path.exists():
             print(f"losda: no trained prior at {path}; training one now (preset '{cfg['preset']}')", file=sys.stderr)
             self.train(context)
-        self.prior = checkpoint.load(path, cfg, geometry)
+        self.prior = checkpoint.load(path, cfg, geometry).to(context.device)
         self.train_seconds = self.prior.report.get("train_seconds")
 
     def _cycled_pairs(self, context: Context, cycles: int, seed: int):
@@ -124,19 +126,22 @@ class LatentMethod(Assimilator):
         t0 = time.perf_counter()
         members = background.shape[0]
         prior = self.prior
-        misfit = ObservationMisfit(prior.decode, operator, observations.values, observations.std)
-        z_b = prior.encode(background)
+        # The harness hands CPU float64 tensors; the analysis runs on the prior's device.
+        device, x_b = prior.device, background.to(prior.device)
+        misfit = ObservationMisfit(prior.decode, to_device(operator, device), observations.values.to(device),
+                                   observations.std.to(device))
+        z_b = prior.encode(x_b)
         draws = self.draws(members)
         z_a = self.analyse(z_b.repeat_interleave(draws, 0), misfit, draws)
         with torch.no_grad():
             x_a = prior.decode(z_a).to(torch.float64).view(members, draws, *background.shape[1:])
             if self.options.get("output") == "increment":
-                x_a = background.unsqueeze(1) + x_a - prior.decode(z_b).to(torch.float64).unsqueeze(1)
+                x_a = x_b.unsqueeze(1) + x_a - prior.decode(z_b).to(torch.float64).unsqueeze(1)
             if draws > 1:
                 self._diag["sample_spread"] = float(x_a.std(1).pow(2).mean().sqrt())
             analysis = x_a.mean(1)
         self._diag["seconds"] = time.perf_counter() - t0
-        return analysis
+        return to_cpu(analysis, like=background)
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)

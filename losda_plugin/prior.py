@@ -35,6 +35,17 @@ class LatentPrior:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(z)
 
+    @property
+    def device(self) -> torch.device:
+        return self.b_var.device
+
+    def to(self, device: torch.device | str) -> "LatentPrior":
+        """Move the networks and the latent statistics to ``device`` (in place); returns self."""
+        self.vae.to(device)
+        self.denoiser.to(device)
+        self.b_var = self.b_var.to(device)
+        return self
+
     def eval(self) -> "LatentPrior":
         self.vae.eval()
         self.denoiser.eval()

@@ -33,7 +33,8 @@ class Unguided:
 def reverse_sample(denoise: Denoise, z_b: torch.Tensor, sigmas: torch.Tensor, guidance, generator: torch.Generator,
                    renoise: float = 1.0) -> torch.Tensor:
     """Draw one sample per row of ``z_b`` from the (guided) reverse process; ``sigmas`` ends with 0."""
-    noise = lambda: torch.randn(z_b.shape, generator=generator, dtype=z_b.dtype)  # noqa: E731
+    # Drawn on the (CPU) generator, then moved: a CPU and a CUDA run draw the same numbers.
+    noise = lambda: torch.randn(z_b.shape, generator=generator, dtype=z_b.dtype).to(z_b.device)  # noqa: E731
     z = z_b + float(sigmas[0]) * noise()
     for i in range(len(sigmas) - 1):
         sigma, nxt = float(sigmas[i]), float(sigmas[i + 1])

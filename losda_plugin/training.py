@@ -85,7 +85,7 @@ def reconstruction_rmse(vae, states: torch.Tensor, weights: torch.Tensor, geomet
         for part in states.split(256):
             errs.append(geometry.to_net(vae.decode(vae.encode(part)) - part).pow(2))
         err = torch.cat(errs).mean(0)  # (channels, *spatial)
-    w = weights.to(err.dtype)
+    w = weights.to(err.device, err.dtype)
     for c in range(err.shape[0]):
         out.append(float((err[c] * w).sum().div(w.sum()).sqrt()))
     return out
@@ -101,7 +101,7 @@ def train_vae(vae, states: torch.Tensor, cfg: dict, generator, progress: bool, s
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, 2e-3)
-        idx = torch.randint(0, train.shape[0], (batch,), generator=generator)
+        idx = torch.randint(0, train.shape[0], (batch,), generator=generator).to(train.device)
         rec, kl = vae.elbo_terms(train[idx], generator)
         loss = rec + cfg["kl_weight"] * kl
         opt.zero_grad()
@@ -139,8 +139,9 @@ def train_denoiser(denoiser, z: torch.Tensor, z_b: torch.Tensor, cfg: dict, gene
     view = (-1, *([1] * (z.dim() - 1)))
 
     def loss_of(zz, bb, gen):
-        sigma = training_sigmas(zz.shape[0], sd, gen)
-        noisy = zz + sigma.view(view) * torch.randn(zz.shape, generator=gen)
+        # Drawn on the (CPU) generator, then moved: the same numbers on every device.
+        sigma = training_sigmas(zz.shape[0], sd, gen).to(zz.device)
+        noisy = zz + sigma.view(view) * torch.randn(zz.shape, generator=gen).to(zz.device)
         err = (denoiser(noisy, sigma, bb) - zz).pow(2).flatten(1).mean(1)
         return (loss_weight(sigma, sd) * err).mean()
 
@@ -150,7 +151,7 @@ def train_denoiser(denoiser, z: torch.Tensor, z_b: torch.Tensor, cfg: dict, gene
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr)
-        idx = n_val + torch.randint(0, z.shape[0] - n_val, (batch,), generator=generator)
+        idx = (n_val + torch.randint(0, z.shape[0] - n_val, (batch,), generator=generator)).to(z.device)
         loss = loss_of(z[idx], z_b[idx], generator)
         opt.zero_grad()
         loss.backward()
@@ -167,8 +168,10 @@ def train_denoiser(denoiser, z: torch.Tensor, z_b: torch.Tensor, cfg: dict, gene
 
 
 def train_prior(model, climatology: torch.Tensor, cfg: dict, seed: int, progress: bool = False,
-                steps: int | None = None) -> tuple[LatentPrior, str]:
-    """Train the VAE then the denoiser from scratch; returns the prior and the data hash."""
+                steps: int | None = None, device: torch.device | str = "cpu") -> tuple[LatentPrior, str]:
+    """Train the VAE then the denoiser from scratch on ``device``; returns the prior and the
+    data hash. The training pairs come from the model's forecasts on the CPU; the weights are
+    initialised on the CPU from the seed, so every device starts from the same networks."""
     geometry = Geometry.of(model)
     generator = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -179,16 +182,18 @@ def train_prior(model, climatology: torch.Tensor, cfg: dict, seed: int, progress
     with torch.random.fork_rng():  # weight initialisation from the seed, without touching the caller's RNG
         torch.manual_seed(seed)
         vae, denoiser = build_networks(cfg, geometry, mean, std)
+    vae.to(device)
+    denoiser.to(device)
     data_seconds = time.perf_counter() - t0
     vae_steps = steps or cfg["vae_steps"]
     den_steps = steps or cfg["denoiser_steps"]
     # The VAE learns truths and backgrounds alike: both are model states.
-    states = torch.stack([truth, background], 1).flatten(0, 1)
+    states = torch.stack([truth, background], 1).flatten(0, 1).to(device)
     weights = model.area_weights()
     report = train_vae(vae, states, cfg, generator, progress, vae_steps, weights)
     for p in vae.parameters():
         p.requires_grad_(False)
-    z, z_b = encode_all(vae, truth), encode_all(vae, background)
+    z, z_b = encode_all(vae, truth.to(device)), encode_all(vae, background.to(device))
     inc = z - z_b
     denoiser.sigma_data.fill_(float(inc.std()))
     b_var = inc.var(0).clamp_min(1e-8)
@@ -205,7 +210,9 @@ def finetune_prior(prior: LatentPrior, truth: torch.Tensor, background: torch.Te
     generator = torch.Generator().manual_seed(seed + 1)
     for p in prior.denoiser.parameters():
         p.requires_grad_(True)
-    z, z_b = encode_all(prior.vae, truth.to(torch.float32)), encode_all(prior.vae, background.to(torch.float32))
+    device = prior.device
+    z = encode_all(prior.vae, truth.to(device, torch.float32))
+    z_b = encode_all(prior.vae, background.to(device, torch.float32))
     out = train_denoiser(prior.denoiser, z, z_b, cfg, generator, progress, steps, desc="losda finetune", lr=3e-4)
     prior.eval()
     return out

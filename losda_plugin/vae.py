@@ -101,7 +101,8 @@ class VAE(nn.Module):
         """Reconstruction MSE (normalised units, per element) and KL (per latent element)."""
         xn = self.normalise(x)
         mean, logvar = self.encoder(xn)
-        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        # Drawn on the (CPU) generator, then moved: the same numbers on every device.
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
         z = mean + (0.5 * logvar).exp() * eps
         rec = (self.decoder(z) - xn).pow(2).mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
