@@ -132,6 +132,7 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
         raise UsageError(f"--device {exp.device} is not available here; valid devices: cpu" + (", cuda" if torch.cuda.is_available() else ""))
 
     model = build_model(registry, exp.model, exp.model_options, cache_dir)
+    model.progress = exp.progress  # spin-up and climatology bars (interfaces/cache.py)
     method = instantiate_method(registry, exp.method, exp.method_options)
     entry = registry.assimilator(exp.method)
     members = exp.members or getattr(entry.factory, "preferred_members", None) or 20

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import math
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -41,6 +43,16 @@ class Model(abc.ABC):
         self.options = {**self.defaults, **options}
         #: Where a model may cache expensive data (climatologies); set by the harness.
         self.cache_dir = None
+        #: Whether long steps (spin-up, climatology runs) show progress bars; set by the harness.
+        self.progress = False
+
+    def cache_root(self) -> Path:
+        """``cache_dir``, else $DA_HARNESS_CACHE, else ~/.cache/da-harness. Cache entries must
+        be written with interfaces.cache (lock, code version, atomic write)."""
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        env = os.environ.get("DA_HARNESS_CACHE")
+        return Path(env) if env else Path.home() / ".cache" / "da-harness"
 
     # --- dynamics -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 import torch_harmonics as th
 
+from .. import cache
 from ..errors import UsageError
 from ..observations import PointSet, positive_int
 from ..options import resolve
@@ -32,8 +32,13 @@ GRAVITY = 9.80616  # m s-2
 DAY = 86400.0
 #: Per resolution: (nlat, nlon, lmax, dt in s, hyperdiffusion e-folding time in hours).
 RESOLUTIONS = {"32x64": (32, 64, 22, 450.0, 24.0), "64x128": (64, 128, 43, 240.0, 12.0)}
-#: Bumped whenever the dynamics change, so stale caches are never reused.
-CODE_VERSION = 1
+#: The layout of the cache files (part of their names). The numbers in them are versioned by
+#: the source of the code that computes them, checked on every read (see ``cache_version``).
+CACHE_FORMAT = 1
+#: That code, and the libraries whose arithmetic enters the cached states: an edit there
+#: rebuilds the caches (saying so), an edit anywhere else reuses them.
+CACHE_SOURCES = ("interfaces.models.sw", "interfaces.models.sphere")
+CACHE_LIBRARIES = ("torch", "torch-harmonics")
 CLIM_SEED, SPINUP_SEED = 7001, 7002
 
 
@@ -149,8 +154,9 @@ class Dynamics:
         dyn = torch.stack([dvort, ddiv, dh], 1)
         return dyn + self.forcing - self.rate * spec
 
-    def integrate(self, spec, steps):
-        """AB3, started with Euler and AB2 so each call depends on its initial state only."""
+    def integrate(self, spec, steps, tick=None):
+        """AB3, started with Euler and AB2 so each call depends on its initial state only.
+        ``tick()``, if given, is called after each step (progress bars)."""
         dt = self.dt
         history = []
         for _ in range(steps):
@@ -163,14 +169,9 @@ class Dynamics:
             else:
                 inc = (23 * history[0] - 16 * history[1] + 5 * history[2]) / 12
             spec = (spec + dt * inc) * self.hyper
+            if tick is not None:
+                tick()
         return spec
-
-
-def _cache_root(model) -> Path:
-    if model.cache_dir is not None:
-        return Path(model.cache_dir)
-    env = os.environ.get("DA_HARNESS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "da-harness"
 
 
 def _random_height_noise(dyn: Dynamics, n: int, rms: float, generator: torch.Generator) -> torch.Tensor:
@@ -244,17 +245,22 @@ class ShallowWater(Model):
         spec = self.dyn.integrate(self.dyn.to_spectral(ensemble), self.steps_per_cycle)
         return self.dyn.to_grid(spec).to(ensemble.dtype)
 
-    def run_days(self, spec: torch.Tensor, days: float) -> torch.Tensor:
-        """Integrate a spectral state for whole cycles covering ``days``."""
-        cycles = round(days * 24 / self.cycle_length)
-        return self.dyn.integrate(spec, cycles * self.steps_per_cycle)
+    def run_days(self, spec: torch.Tensor, days: float, label: str | None = None) -> torch.Tensor:
+        """Integrate a spectral state for whole cycles covering ``days``; with a ``label``, under
+        a progress bar (when the harness's ``progress`` flag is on)."""
+        steps = round(days * 24 / self.cycle_length) * self.steps_per_cycle
+        if label is None:
+            return self.dyn.integrate(spec, steps)
+        with cache.progress_bar(steps, f"sw: {label}", self.progress) as bar:
+            return self.dyn.integrate(spec, steps, tick=lambda: bar.update(1))
 
     def spun_up(self, n: int, seed: int) -> torch.Tensor:
         """``n`` spectral states: balanced jets plus 10 m height noise, after the spin-up."""
         gen = torch.Generator().manual_seed(seed)
         spec = self.dyn.equilibrium.expand(n, -1, -1, -1).clone()
         spec[:, 2] += _random_height_noise(self.dyn, n, 10.0, gen)
-        return self.run_days(spec, self.options["spinup_days"])
+        days = self.options["spinup_days"]
+        return self.run_days(spec, days, f"spin-up of {n} states ({days:g} days)")
 
     def initial_states(self, n, generator):
         """Random members of a cached spun-up set (its own seed, never the climatology's),
@@ -264,7 +270,9 @@ class ShallowWater(Model):
         pick = torch.cat([torch.randperm(len(base), generator=generator) for _ in range(-(-n // len(base)))])[:n]
         spec = self.dyn.to_spectral(base[pick])
         spec[:, 2] += _random_height_noise(self.dyn, n, 50.0, generator)
-        return self.dyn.to_grid(self.run_days(spec, self.options["init_days"])).to(torch.float64)
+        days = self.options["init_days"]
+        label = f"{n} initial state{'s' if n > 1 else ''} ({days:g} days)"
+        return self.dyn.to_grid(self.run_days(spec, days, label)).to(torch.float64)
 
     def climatology(self, n):
         """The first ``n`` samples of a cached climatology run (time-major over its parallel
@@ -314,47 +322,55 @@ class ShallowWater(Model):
         return sphere.estimate_covariance(x, self.dyn.lmax, scale)
 
     # --- caching ------------------------------------------------------------------------
+    # Files are named by the settings (so a code edit overwrites its entry rather than leaving
+    # 100-400 MB behind per edit) and record the version of the code that made them, checked
+    # on every read. Building happens once under a file lock (interfaces/cache.py).
     def cache_key(self) -> str:
-        payload = json.dumps({"options": self.options, "version": CODE_VERSION}, sort_keys=True)
+        payload = json.dumps({"options": self.options, "version": CACHE_FORMAT}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
+    @staticmethod
+    def cache_version() -> str:
+        return cache.code_version(CACHE_SOURCES, libraries=CACHE_LIBRARIES)
+
     def cache_path(self, kind: str) -> Path:
-        return _cache_root(self) / f"sw-{self.options['resolution']}-{self.cache_key()}-{kind}.nc"
+        return self.cache_root() / f"sw-{self.options['resolution']}-{self.cache_key()}-{kind}.nc"
+
+    def _cached_states(self, kind, minimum, make):
+        """Cached states, or ``make()``'s (states, continuation or None) when absent, made by
+        other code, corrupt or too short."""
+        what = f"the sw {self.options['resolution']} {kind} states"
+        found = cache.build_once(self.cache_path(kind), lambda p: self._read(p, minimum), make,
+                                 lambda data, tmp: self._dataset(*data).to_netcdf(tmp), what)
+        return found[0]
 
     def _make_spinup(self):
         states = self.dyn.to_grid(self.spun_up(SPINUP_MEMBERS, SPINUP_SEED)).to(torch.float64)
         return states, None
 
-    def _cached_states(self, kind, minimum, make):
-        """States (and the continuation state) from the cache, or ``make()`` when absent,
-        corrupt or too short."""
-        path = self.cache_path(kind)
-        found = self._read(path)
-        if found is not None and len(found[0]) >= minimum:
-            return found[0]
-        states, last = make()
-        self._write(path, states, last)
-        return states
-
     def _climatology_pool(self, n: int) -> torch.Tensor:
-        path = self.cache_path("clim")
-        found = self._read(path)
-        if found is not None and len(found[0]) >= n:
-            return found[0]
+        return self._cached_states("clim", n, lambda: self._extend_climatology(n))
+
+    def _extend_climatology(self, n: int):
+        """At least ``n`` climatology states: the valid cached run continued from its stored
+        continuation state, or a new run from the spin-up."""
         o = self.options
         members = int(o["clim_members"])
+        found, _ = self._read(self.cache_path("clim"))
         if found is not None and found[1] is not None and len(found[1]) == members:
             pool, last = [found[0]], self.dyn.to_spectral(found[1])
         else:
             pool, last = [], self.spun_up(members, CLIM_SEED)
         have = sum(len(p) for p in pool)
-        while have < n:
-            last = self.dyn.integrate(last, int(o["clim_spacing"]) * self.steps_per_cycle)
-            pool.append(self.dyn.to_grid(last).to(torch.float64))
-            have += members
-        states = torch.cat(pool)
-        self._write(path, states, self.dyn.to_grid(last).to(torch.float64))
-        return states
+        steps = int(o["clim_spacing"]) * self.steps_per_cycle
+        with cache.progress_bar(n, f"sw: climatology run ({members} trajectories)", self.progress, "state") as bar:
+            bar.update(min(have, n))
+            while have < n:
+                last = self.dyn.integrate(last, steps)
+                pool.append(self.dyn.to_grid(last).to(torch.float64))
+                have += members
+                bar.update(min(members, n - bar.n))
+        return torch.cat(pool), self.dyn.to_grid(last).to(torch.float64)
 
     def _dataset(self, states, last):
         import xarray as xr
@@ -367,35 +383,36 @@ class ShallowWater(Model):
             if last is not None:
                 data[f"last_{var}"] = (("member", "lat", "lon"), last[:, c].numpy(),
                                        {"units": self.units[c], "long_name": f"continuation state of the run, {var}"})
-        attrs = {"model": self.summary(), "cache_key": self.cache_key(), "Conventions": "CF-1.8"}
+        attrs = {"model": self.summary(), "cache_key": self.cache_key(), "Conventions": "CF-1.8",
+                 "code_version": self.cache_version(), "code_sources": ", ".join(CACHE_SOURCES)}
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
-    def _write(self, path: Path, states, last):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self._dataset(states, last).to_netcdf(tmp)
-        os.replace(tmp, path)  # atomic: readers never see a half-written file
-
-    def _read(self, path: Path):
-        """(states, continuation or None) from a cache file, or None when missing or corrupt."""
+    def _read(self, path: Path, minimum: int = 0):
+        """((states, continuation or None), "") from a valid cache file, else (None, why not)."""
         import xarray as xr
 
         if not path.exists():
-            return None
+            return None, "missing"
         try:
             with xr.open_dataset(path) as ds:
                 ds = ds.load()
+            made_by = ds.attrs.get("code_version")
+            if made_by != self.cache_version():
+                return None, (f"made by other code (version {made_by or 'not recorded'}, this code is "
+                              f"{self.cache_version()}: {', '.join(CACHE_SOURCES)} or the torch libraries changed)")
             if ds.attrs.get("cache_key") != self.cache_key():
-                return None
+                return None, f"for other settings (its key is {ds.attrs.get('cache_key')})"
             states = torch.stack([torch.from_numpy(ds[v].values) for v in self.variables], 1).to(torch.float64)
             last = None
             if all(f"last_{v}" in ds for v in self.variables):
                 last = torch.stack([torch.from_numpy(ds[f"last_{v}"].values) for v in self.variables], 1).to(torch.float64)
-        except Exception:  # noqa: BLE001 - any unreadable file is regenerated
-            return None
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is regenerated
+            return None, f"corrupt ({type(exc).__name__})"
         if states.shape[1:] != self.state_shape or not torch.isfinite(states).all():
-            return None
-        return states, last
+            return None, f"corrupt (shape {tuple(states.shape[1:])} or non-finite values)"
+        if len(states) < minimum:
+            return None, f"too short ({len(states)} states, {minimum} asked for); extending it"
+        return (states, last), ""
 
 
 SPINUP_MEMBERS = 16
