@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,13 +19,14 @@ from typing import Any
 from .errors import UsageError, unknown_name
 from .grouping import group_key, group_name
 from .options import parse_assignments, resolve
+from . import statistics, tuned
 from .statistics import t_interval
 
 SUITE_DIRS = (Path(__file__).resolve().parent.parent / "benchmarks" / "suites", Path("benchmarks") / "suites")
 
 #: Table columns in order; a trailing '*' stands for the per-variable scores of channel models.
 METRICS = ("analysis_rmse", "analysis_rmse_*", "background_rmse", "background_rmse_*", "spread_skill",
-           "crps", "crps_*", "omb_rms", "oma_rms", "train_seconds", "prepare_seconds",
+           "crps", "crps_*", "omb_norm", "oma_norm", "omb_rms", "oma_rms", "train_seconds", "prepare_seconds",
            "seconds_per_cycle", "peak_memory_mb")
 
 
@@ -34,9 +36,13 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--suite", default=None, help="a suite in benchmarks/suites (quick, full) or a .toml/.json file")
     p.add_argument("--model", default=None, help="testbed (default lorenz96; with --suite: only this model)")
     p.add_argument("--methods", default=None, help="comma-separated methods (with --suite: only these)")
-    p.add_argument("--obs", default=None, help="observation network(s), comma-separated (default all)")
+    p.add_argument("--obs", action="append", default=None, metavar="SPEC[;SPEC...]",
+                   help="observation network(s) (default all); repeat --obs or separate specs with ';'. "
+                        "Without ';' a comma starts a new spec only where a kind follows "
+                        "(random:0.05,every:2 is two specs; indices:1,2,3 and random:0.05@h,u are one)"),
     p.add_argument("--obs-std", default=None, help="observation-error std")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..K-1 (default 1, or the suite's)")
+    p.add_argument("--seeds", default=None, metavar="K|S1,S2,...",
+                   help="scoring seeds: K for 0..K-1, or a list (default 1, or the suite's scoring_seeds)")
     p.add_argument("--cycles", type=int, default=None, help="cycles per run (default 100, or the suite's)")
     p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the scores")
     p.add_argument("--members", type=int, default=None, help="ensemble size of the ensemble methods (those not preferring 1 member)")
@@ -56,7 +62,8 @@ def add_compare_parser(sub) -> None:
 def cmd_compare(args, registry) -> int:
     t0 = time.perf_counter()
     suite = load_suite(args.suite) if args.suite else None
-    jobs = build_jobs(args, suite, registry)
+    protocol: dict = {}
+    jobs = build_jobs(args, suite, registry, protocol)
     compared = {j["method"] for j in jobs}
     if args.pairs is not None:
         pairs = parse_pairs(args.pairs, compared)
@@ -65,7 +72,7 @@ def cmd_compare(args, registry) -> int:
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
                      cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
-                     command=_command_line(), pairs=pairs)
+                     command=_command_line(), pairs=pairs, protocol=protocol)
     if args.json:
         print(json.dumps(_clean(result["json"]), default=str))
     else:
@@ -136,6 +143,73 @@ def _as_list(value) -> list:
     return list(value)
 
 
+def parse_obs(values, registry) -> list[str]:
+    """``--obs`` values (repeatable, or a suite's list or string) -> observation specs.
+
+    A ';' inside a value separates specs. Without one, a comma separates specs only where the
+    text after it starts a spec (optional 'transform+' then a known kind, e.g. 'random:' or
+    'arctan+every:2'), so commas inside a spec ('indices:1,2,3', 'random:0.05@h,u') stay.
+    """
+    from .observations import BUILTIN_KINDS, TRANSFORMS
+
+    kinds = sorted({*BUILTIN_KINDS, *registry.observation_kinds}, key=len, reverse=True)
+    start = re.compile(rf"^\s*(?:(?:{'|'.join(map(re.escape, TRANSFORMS))})\s*\+\s*)*"
+                       rf"(?:{'|'.join(map(re.escape, kinds))})\s*(?:$|[:@])")
+    specs: list[str] = []
+    for value in [values] if isinstance(values, str) else list(values or []):
+        if ";" in value:
+            specs += [v.strip() for v in value.split(";")]
+            continue
+        pieces = value.split(",")
+        current = [pieces[0]]
+        for piece in pieces[1:]:
+            if start.match(piece):
+                specs.append(",".join(current).strip())
+                current = [piece]
+            else:
+                current.append(piece)
+        specs.append(",".join(current).strip())
+    empty = [v for v in specs if not v]
+    if empty or not specs:
+        raise UsageError(f"--obs has an empty observation spec in {values!r}; separate specs with ';' or repeat --obs")
+    return specs
+
+
+def parse_seeds(value, what: str, count_ok: bool = True) -> list[int]:
+    """Seeds from K (0..K-1, the old `seeds = K`; only where ``count_ok``), 'a,b,c' or a list
+    of integers."""
+    try:
+        if count_ok and (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+            k = int(value)
+            if k < 1:
+                raise ValueError
+            return list(range(k))
+        seeds = [int(v) for v in _as_list(value)]
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be a count K (seeds 0..K-1) or a list of integers, got {value!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"{what} must list distinct seeds, got {value!r}")
+    return seeds
+
+
+def block_seeds(b: dict, suite: dict, cli_seeds=None) -> tuple[list[int], list[int]]:
+    """(scoring seeds, tuning seeds) of a suite block (its own keys, else the suite's; the old
+    `seeds = K` means scoring seeds 0..K-1); refuses seeds that are both."""
+    name = f"suite '{suite.get('name')}' block {b.get('model')}"
+    if cli_seeds is not None:
+        scoring = parse_seeds(cli_seeds, "--seeds")
+    else:
+        raw = next((src[k] for src in (b, suite) for k in ("scoring_seeds", "seeds") if k in src), 1)
+        scoring = parse_seeds(raw, f"{name}: scoring_seeds")
+    raw = b.get("tuning_seeds", suite.get("tuning_seeds"))
+    tuning = parse_seeds(raw, f"{name}: tuning_seeds", count_ok=False) if raw else []
+    both = sorted(set(scoring) & set(tuning))
+    if both:
+        raise UsageError(f"{name}: seeds {', '.join(map(str, both))} are both scoring and tuning seeds; "
+                         "a table must not score the seeds its options were tuned on")
+    return scoring, tuning
+
+
 def _merge(*tables: dict) -> dict:
     """Later tables win, key by key at every depth (a block's dps = {zeta = ...} keeps the
     defaults' dps = {preset = ...})."""
@@ -152,20 +226,20 @@ def _experiments(args, suite) -> list[dict]:
         if not args.methods:
             raise UsageError("compare needs --methods a,b,c (or --suite quick|full)")
         return [{"model": args.model or "lorenz96", "methods": _as_list(args.methods),
-                 "obs": _as_list(args.obs) or ["all"], "cycles": args.cycles or 100, "seeds": args.seeds or 1}]
+                 "obs": args.obs or ["all"], "cycles": args.cycles or 100,
+                 "scoring_seeds": parse_seeds(args.seeds or 1, "--seeds"), "tuning_seeds": []}]
     blocks = []
     for block in suite["experiments"]:
         b = _merge(suite.get("defaults", {}), block)
-        b.setdefault("seeds", suite.get("seeds", 1))
         if args.model and b["model"] != args.model:
             continue
         if args.methods:
             b["methods"] = [m for m in _as_list(b["methods"]) if m in _as_list(args.methods)]
-        for key in ("cycles", "seeds"):
-            if getattr(args, key) is not None:
-                b[key] = getattr(args, key)
+        if args.cycles is not None:
+            b["cycles"] = args.cycles
+        b["scoring_seeds"], b["tuning_seeds"] = block_seeds(b, suite, args.seeds)
         if args.obs:
-            b["obs"] = _as_list(args.obs)
+            b["obs"] = args.obs
         blocks.append(b)
     if not blocks:
         models = sorted({b["model"] for b in suite["experiments"]})
@@ -199,8 +273,12 @@ def _route(options: dict[str, str], model: str, methods: list[str], registry) ->
     return model_opts, method_opts
 
 
-def build_jobs(args, suite, registry) -> list[dict]:
-    """Every (experiment block x obs x method x seed) as a sweep job; names checked first."""
+def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict]:
+    """Every (experiment block x obs x method x seed) as a sweep job; names checked first.
+
+    ``protocol``, when given, is filled per table name with its scoring and tuning seeds and,
+    per method, the options applied from the block's tuned file (see interfaces/tuned.py)."""
+    from .registry import effective_options
     from .sweep import job_hash as sweep_hash, make_job
 
     cli_options = parse_assignments(args.options)
@@ -217,20 +295,50 @@ def build_jobs(args, suite, registry) -> list[dict]:
         model_cli, method_cli = _typed(*_route(cli_options, model, methods, registry), model, registry)
         model_options = {**b.get("model_options", {}), **model_cli}
         members = b.get("members", {})
-        for obs in _as_list(b["obs"]):
+        tuned_file = b.get("tuned", (suite or {}).get("tuned"))
+        entries = tuned.read(tuned.resolve_path(tuned_file)) if tuned_file else []
+        for obs in parse_obs(b["obs"], registry):
+            table = group_name({"model": model, "model_options": model_options, "obs": obs})
+            info = (protocol if protocol is not None else {}).setdefault(
+                table, {"scored_seeds": set(), "tuning_seeds": set(), "tuned": {}})
+            info["scored_seeds"].update(b["scoring_seeds"])
+            info["tuning_seeds"].update(b["tuning_seeds"])
             for m in methods:
                 size = members.get(m) if isinstance(members, dict) else members
                 if args.members and getattr(registry.assimilator(m).factory, "preferred_members", None) != 1:
                     size = args.members  # ensemble methods only: free or 3dvar stay single-member
-                for seed in range(int(b["seeds"])):
+                applied = _tuned_options(entries, tuned_file, table, m, size, b["scoring_seeds"], method_cli[m])
+                if applied:
+                    info["tuned"][m] = applied
+                    info["tuning_seeds"].update(tuned.find(entries, table, m)["seeds"])
+                for seed in b["scoring_seeds"]:
                     jobs.append(make_job(
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
                         cycles=int(b["cycles"]), seed=seed,
                         burn_in=args.burn_in if args.burn_in is not None else b.get("burn_in"),
                         members=size, model_options=model_options,
-                        method_options={**b.get("method_options", {}).get(m, {}), **method_cli[m]}))
+                        # The method's defaults for this model are part of the job (and its hash),
+                        # under the suite's options and --set: a change to that table reruns it.
+                        method_options=effective_options(
+                            registry, m, model, {**b.get("method_options", {}).get(m, {}), **applied, **method_cli[m]})))
     unique = {sweep_hash(j): j for j in jobs}  # overlapping blocks must not run (and write) one job twice
     return list(unique.values())
+
+
+def _tuned_options(entries, path, table: str, method: str, members, scoring: list[int], cli: dict) -> dict:
+    """The options a tuned file chose for (table, method), less those --set overrides; refuses
+    scoring seeds the tuning used, and an entry tuned at another ensemble size."""
+    entry = tuned.find(entries, table, method)
+    if entry is None:
+        return {}
+    reused = sorted(set(scoring) & set(entry["seeds"]))
+    if reused:
+        raise UsageError(f"{method} on {table}: scoring seeds {', '.join(map(str, reused))} were used to tune the "
+                         f"options applied from '{path}'; score on other seeds or retune on held-out ones")
+    if entry.get("members") is not None and members is not None and int(entry["members"]) != int(members):
+        raise UsageError(f"{method} on {table}: '{path}' was tuned with {entry['members']} members, this table "
+                         f"runs {members}; retune at this size")
+    return {k: v for k, v in entry["chosen"].items() if k not in cli}
 
 
 def _typed(model_opts: dict, method_opts: dict[str, dict], model: str, registry) -> tuple[dict, dict]:
@@ -246,7 +354,7 @@ def _typed(model_opts: dict, method_opts: dict[str, dict], model: str, registry)
 
 # --- running and aggregating ----------------------------------------------------------------
 def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, scheduler=None, cache_dir=None,
-            plots=True, started=None, suite=None, log=None, command="", pairs=()) -> dict[str, Any]:
+            plots=True, started=None, suite=None, log=None, command="", pairs=(), protocol=None) -> dict[str, Any]:
     """Warm the caches and train, run the sweep, write tables and plots; return what was made."""
     from . import report, sweep
 
@@ -267,7 +375,10 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
             # The run file's own record first; the warm-up's timing for run files that lack one.
             r["summary"]["train_seconds"] = (r["summary"].get("train_seconds")
                                              or train_seconds.get(sweep.train_key(r["job"]), 0.0))
-    tables = aggregate(records, pairs)
+    for r in records:
+        if r["status"] != "failed":  # the per-cycle scores behind the stationarity test
+            r["series"] = sweep.scored_series(r["file"], r["summary"].get("burn_in") or 0)
+    tables = aggregate(records, pairs, protocol)
     failed = [r for r in records if r["status"] == "failed"]
     header = report.header(wall_seconds=time.perf_counter() - started, suite=suite, command=command,
                            mode="serial" if serial else (scheduler or f"LocalCluster({workers} workers)"))
@@ -295,9 +406,12 @@ def metric_columns(summaries: list[dict]) -> list[str]:
     return cols
 
 
-def aggregate(records: list[dict], pairs=()) -> list[dict]:
-    """One table per (model, model options, obs): per method, mean and 95 % interval over seeds;
-    and, for each requested (a, b) pair present in the table, the paired difference a - b."""
+def aggregate(records: list[dict], pairs=(), protocol: dict | None = None) -> list[dict]:
+    """One table per (model, model options, obs): per method, mean and 95 % interval over seeds,
+    whether its scored windows are stationary and the autocorrelation-aware interval of the time
+    means (from each record's ``series`` of per-cycle analysis RMSE, when present); and, for each
+    requested (a, b) pair present in the table, the paired difference a - b, Holm-adjusted over
+    the table's pairs. ``protocol`` (from build_jobs) adds the seeds and tuned options."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault(group_key(r["job"]), []).append(r)
@@ -306,31 +420,76 @@ def aggregate(records: list[dict], pairs=()) -> list[dict]:
         job = recs[0]["job"]
         ok = [r["summary"] for r in recs if r["status"] != "failed"]
         cols = metric_columns(ok)
+        info = (protocol or {}).get(group_name(job), {})
         rows = []
         for method in dict.fromkeys(r["job"]["method"] for r in recs):
             mine = [r for r in recs if r["job"]["method"] == method]
             sums = [r["summary"] for r in mine if r["status"] != "failed"]
             row: dict[str, Any] = {"method": method, "seeds": len(sums), "failed": len(mine) - len(sums),
-                                   "members": sums[0]["members"] if sums else None}
+                                   "members": sums[0]["members"] if sums else None,
+                                   "tuned": info.get("tuned", {}).get(method)}
             for c in cols:
                 mean, half, _ = t_interval([s.get(c, float("nan")) for s in sums])
                 row[c] = mean
                 row[f"{c}_ci95"] = half
+            row.update(steady_state([r for r in mine if r["status"] != "failed"]))
             rows.append(row)
         paired = []
         if "analysis_rmse" in cols:
             _paired_with_best(rows, recs)
             cols.insert(cols.index("analysis_rmse") + 1, "rmse_minus_best")
             present = {r["method"] for r in rows}
-            for a, b in pairs:
-                if a in present and b in present:
-                    mean, half, n = paired_difference(recs, a, b)
-                    paired.append({"a": a, "b": b, "analysis_rmse_diff": mean, "analysis_rmse_diff_ci95": half, "seeds": n})
+            paired = paired_differences(recs, [(a, b) for a, b in pairs if a in present and b in present])
         tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
                        "obs": job["obs"], "cycles": job["cycles"],
                        "burn_in": ok[0]["burn_in"] if ok else job.get("burn_in"), "columns": cols, "rows": rows,
-                       "pairs": paired})
+                       "pairs": paired, "scored_seeds": sorted({r["job"]["seed"] for r in recs}),
+                       "tuning_seeds": sorted(info.get("tuning_seeds", ()))})
     return tables
+
+
+def steady_state(recs: list[dict]) -> dict[str, Any]:
+    """A row's stationarity and time-mean interval from its records' per-cycle series.
+
+    Each seed's window is tested for a trend in log analysis RMSE (AR(1)-corrected); the seeds'
+    p-values are pooled (Fisher) into the row's test, so a row is not flagged merely because one
+    of many seeds crossed 5 % by chance. ``analysis_rmse_time_ci95`` is the 95 % half-width of
+    the row's mean that the finite windows alone explain (each run's AR(1)-inflated interval,
+    combined over the seeds as independent errors)."""
+    tests, halves = [], []
+    for r in recs:
+        series = r.get("series")
+        if series is None:
+            continue
+        tests.append(statistics.trend_test(series))
+        halves.append(statistics.series_mean_interval(series)[1])
+    ps = [t["p"] for t in tests if math.isfinite(t["p"])]
+    if not ps:
+        return {"stationary": None, "nonstationary_seeds": None, "trend_p": float("nan"),
+                "trend_relative_change": float("nan"), "analysis_rmse_time_ci95": float("nan")}
+    p = statistics.combined_p(ps)
+    finite = [h for h in halves if math.isfinite(h)]
+    return {"stationary": bool(p >= statistics.ALPHA), "nonstationary_seeds": sum(q < statistics.ALPHA for q in ps),
+            "trend_p": p, "trend_relative_change": t_interval([t["relative_change"] for t in tests])[0],
+            "analysis_rmse_time_ci95": math.sqrt(sum(h * h for h in finite)) / len(finite) if finite else float("nan")}
+
+
+def paired_differences(recs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
+    """Each pair's seed-by-seed difference a - b with its p-value; with m > 1 pairs, p-values
+    are Holm-adjusted and intervals widened to the Bonferroni level 1 - 0.05/m, so that the m
+    intervals hold together with 95 % confidence."""
+    m = len(pairs)
+    out = []
+    for a, b in pairs:
+        diffs = _seed_differences(recs, a, b)
+        mean, half, n = t_interval(diffs, level=1 - statistics.ALPHA / max(m, 1))
+        _, half_single, _ = t_interval(diffs)
+        out.append({"a": a, "b": b, "analysis_rmse_diff": mean, "analysis_rmse_diff_ci95": half,
+                    "analysis_rmse_diff_ci95_unadjusted": half_single, "p": statistics.t_test_p(diffs), "seeds": n})
+    for pair, adjusted in zip(out, statistics.holm([p["p"] for p in out])):
+        pair["p_holm"] = adjusted
+        pair["family"] = m
+    return out
 
 
 def _paired_with_best(rows: list[dict], recs: list[dict]) -> None:
@@ -349,12 +508,16 @@ def _paired_with_best(rows: list[dict], recs: list[dict]) -> None:
 
 def paired_difference(recs: list[dict], a: str, b: str) -> tuple[float, float, int]:
     """Mean and 95 % half-width of analysis RMSE a - b over the seeds both completed."""
+    return t_interval(_seed_differences(recs, a, b))
+
+
+def _seed_differences(recs: list[dict], a: str, b: str) -> list[float]:
     def per_seed(method):
         return {r["job"]["seed"]: r["summary"].get("analysis_rmse", float("nan")) for r in recs
                 if r["job"]["method"] == method and r["status"] != "failed"}
 
     ra, rb = per_seed(a), per_seed(b)
-    return t_interval([ra[s] - rb[s] for s in sorted(set(ra) & set(rb))])
+    return [ra[s] - rb[s] for s in sorted(set(ra) & set(rb))]
 
 
 def _clean(value):

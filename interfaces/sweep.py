@@ -52,6 +52,22 @@ def read_status(path: Path) -> tuple[str, dict | None]:
     return "partial", None
 
 
+def scored_series(path, burn_in: int, variable: str = "analysis_rmse"):
+    """The per-cycle ``variable`` of a run file over the scored cycles (cycle >= burn_in), as a
+    numpy array; None when the file or variable is missing (the record keeps its summary)."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+            if variable not in ds:
+                return None
+            values = ds[variable].values
+            cycles = ds["cycle"].values if "cycle" in ds else range(len(values))
+    except (OSError, ValueError):
+        return None
+    return values[[c >= (burn_in or 0) for c in cycles]]
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

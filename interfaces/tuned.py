@@ -1,0 +1,112 @@
+"""Tuned-option files: what `da-harness tune` chose, with the whole search that chose it.
+
+One TOML file holds many entries, one per (table, method, ensemble size); a suite block that
+says ``tuned = "benchmarks/tuned/full.toml"`` has compare apply each entry's chosen options to
+the matching rows. An entry records the tuning seeds, so compare can refuse to score on them.
+
+    [[entry]]
+    table = "sw-32x64-random0.05"     # interfaces.grouping.group_name of the jobs
+    method = "dps"
+    chosen = { zeta = 3.0, steps = 20 }
+    seeds = [100, 101]
+    ...
+    [[entry.search]]                  # every setting tried, in the order tried
+    options = { zeta = 0.5, steps = 10 }
+    score = 0.162
+    ...
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_path(name: str) -> Path:
+    """A tuned file named in a suite: as given (absolute or from the working directory), else
+    from the repository root (suites are run from anywhere)."""
+    path = Path(name)
+    if path.is_absolute() or path.exists():
+        return path
+    return ROOT / path
+
+
+def read(path) -> list[dict[str, Any]]:
+    import tomllib
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"tuned-options file '{path}' does not exist (write it with `da-harness tune --out {path}`)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"tuned-options file '{path}' is not valid TOML: {exc}") from None
+    entries = data.get("entry", [])
+    for i, e in enumerate(entries):
+        missing = [k for k in ("table", "method", "chosen", "seeds") if k not in e]
+        if missing:
+            raise UsageError(f"tuned-options file '{path}': entry {i + 1} lacks {', '.join(missing)}")
+    return entries
+
+
+def find(entries: list[dict], table: str, method: str) -> dict | None:
+    """The entry for (table, method), or None."""
+    for e in entries:
+        if e["table"] == table and e["method"] == method:
+            return e
+    return None
+
+
+def upsert(path, entry: dict[str, Any]) -> None:
+    """Write ``entry`` into the file, replacing the one for the same table and method."""
+    path = Path(path)
+    entries = read(path) if path.exists() else []
+    entries = [e for e in entries if not (e["table"] == entry["table"] and e["method"] == entry["method"])]
+    entries.append(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(entries))
+    tmp.replace(path)
+
+
+# --- a small TOML writer for this layout (scalars, lists of scalars, inline tables) -----------
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items() if x is not None) + " }" if v else "{}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _value(str(k))
+
+
+def dumps(entries: list[dict]) -> str:
+    lines = ["# Written by `da-harness tune`: chosen options and the search that chose them.",
+             "# A suite block applies them with tuned = \"<this file>\" (see interfaces/tuned.py).", ""]
+    for e in entries:
+        lines.append("[[entry]]")
+        lines += [f"{_key(k)} = {_value(v)}" for k, v in e.items() if k != "search" and v is not None]
+        for s in e.get("search", []):
+            lines += ["", "[[entry.search]]"]
+            lines += [f"{_key(k)} = {_value(v)}" for k, v in s.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
