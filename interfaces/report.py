@@ -193,99 +193,51 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
         write_netcdf(t, nc := Path(f"{stem}.nc"), head)
         files += [md, csv_path, nc]
         if plots:
-            runs = first_seed_runs(t, records)
+            runs = seed_runs(t, records)
             if runs:
                 files.append(plot_rmse(runs, t, Path(f"{stem}-rmse.png")))
                 files.append(plot_maps(runs, t, Path(f"{stem}-maps.png")))
     return files
 
 
-# --- plots ----------------------------------------------------------------------------------
-def first_seed_runs(table: dict, records: list[dict]) -> dict[str, Path]:
-    """{method: run file} of the lowest completed seed of each method of the table."""
-    runs: dict[str, tuple[int, Path]] = {}
+# --- plots (drawn by interfaces.plots) -----------------------------------------------------
+def seed_runs(table: dict, records: list[dict]) -> dict[str, dict[int, Path]]:
+    """{method: {seed: run file}} of the completed jobs of the table, seeds in order."""
+    runs: dict[str, dict[int, Path]] = {}
     for r in records:
         job = r["job"]
         if r["status"] == "failed" or group_name(job) != table["name"] or not Path(r["file"]).exists():
             continue
-        if job["method"] not in runs or job["seed"] < runs[job["method"]][0]:
-            runs[job["method"]] = (job["seed"], Path(r["file"]))
-    return {m: p for m, (_, p) in runs.items()}
+        runs.setdefault(job["method"], {})[job["seed"]] = Path(r["file"])
+    return {m: dict(sorted(by_seed.items())) for m, by_seed in runs.items()}
 
 
-def _pyplot():
-    import matplotlib
+def map_seed_runs(runs: dict[str, dict[int, Path]]) -> tuple[dict[str, Path], str]:
+    """One run file per method for the maps: the lowest seed every method completed (so all rows
+    share one truth), else each method's lowest seed; and the words saying which."""
+    common = set.intersection(*(set(s) for s in runs.values()))
+    if common:
+        seed = min(common)
+        return {m: s[seed] for m, s in runs.items()}, f"seed {seed}"
+    return {m: next(iter(s.values())) for m, s in runs.items()}, "each method's first seed"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def plot_rmse(runs: dict[str, dict[int, Path]], table: dict, path: Path) -> Path:
+    """Analysis and background RMSE against cycle: mean over seeds, min-max band, per variable."""
+    from . import plots
 
-
-def plot_rmse(runs: dict[str, Path], table: dict, path: Path) -> Path:
-    """Analysis RMSE against cycle, one line per method (first seed)."""
-    from .io import open_run
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for method, file in runs.items():
-        with open_run(file) as ds:
-            ax.plot(ds["cycle"].values, ds["analysis_rmse"].values, label=method, lw=1.2)
-            units = ds["analysis_rmse"].attrs.get("long_name", "analysis RMSE")
-    if table.get("burn_in"):
-        ax.axvline(table["burn_in"] - 0.5, color="0.6", ls=":", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("cycle")
-    ax.set_ylabel(units)
-    ax.set_title(f"{table_title(table)}: analysis RMSE (first seed)", fontsize=9)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.compare_rmse({m: list(s.values()) for m, s in runs.items()}, out=path, burn_in=table.get("burn_in"),
+                       title=f"{table_title(table)}: RMSE per cycle")
     return path
 
 
-def _fields(file: Path, cycle: int):
-    """(variable, shown cycle, truth, analysis, coords) of the first variable of a run file."""
-    from .io import open_run
+def plot_maps(runs: dict[str, dict[int, Path]], table: dict, path: Path, cycle: int = -1) -> Path:
+    """Truth, observations, and each method's analysis and error at one cycle (the first
+    variable), on colour scales shared by the methods."""
+    from . import plots
 
-    with open_run(file) as ds:
-        name = sorted(v for v in ds.data_vars if v == "truth" or v.startswith("truth_"))[0]
-        suffix = name[len("truth"):]
-        truth = ds[name].isel(time=cycle).load()
-        analysis = ds[f"analysis{suffix}"].isel(time=cycle).load()
-        coords = [ds[d].values for d in truth.dims]
-        return suffix.lstrip("_") or "x", int(ds["cycle"].values[cycle]), truth.values, analysis.values, coords
-
-
-def plot_maps(runs: dict[str, Path], table: dict, path: Path, cycle: int = -1) -> Path:
-    """Truth, analysis and analysis error of the first variable at one cycle, one row per method;
-    colour (or y) scales are shared so that the methods compare at a glance."""
-    plt = _pyplot()
-    loaded = {m: _fields(f, cycle) for m, f in runs.items()}
-    var, shown, truth, _, coords = next(iter(loaded.values()))
-    lo, hi = float(truth.min()), float(truth.max())
-    emax = max(float(abs(a - t).max()) for _, _, t, a, _ in loaded.values()) or 1.0
-    n = len(loaded)
-    fig, axes = plt.subplots(n, 3, figsize=(11, 2.2 * n + 0.6), squeeze=False)
-    for i, (method, (_, _, t, a, _)) in enumerate(loaded.items()):
-        panels = (("truth", t, lo, hi, "viridis"), (f"{method} analysis", a, lo, hi, "viridis"),
-                  (f"{method} error", a - t, -emax, emax, "RdBu_r"))
-        for j, (title, field, vmin, vmax, cmap) in enumerate(panels):
-            ax = axes[i, j]
-            if field.ndim == 1:
-                if j == 1:
-                    ax.plot(t, color="0.6", lw=1, ls="--", label="truth")
-                ax.plot(field, lw=1)
-                pad = 0.05 * (vmax - vmin)
-                ax.set_ylim(vmin - pad, vmax + pad)
-            else:
-                mesh = ax.pcolormesh(coords[1], coords[0], field, shading="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-                fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
-            ax.set_title(f"{title} ({var})", fontsize=8)
-            ax.tick_params(labelsize=7)
-    fig.suptitle(f"{table_title(table)}: cycle {shown}, first seed", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    chosen, which = map_seed_runs(runs)
+    fig = plots.compare_maps(chosen, cycle=cycle)
+    fig.suptitle(f"{table_title(table)}: {fig.get_suptitle()}, {which}", fontsize=10)
+    fig.savefig(path, dpi=90)
     return path

@@ -1,0 +1,176 @@
+"""--device: methods place their work on Context.device and hand back CPU float64 tensors.
+
+Without CUDA the plumbing is checked with the ``meta`` device (tensors without storage: what
+``prepare`` builds must land there) and with an explicit CPU device; the CUDA tests at the end
+run short experiments on the GPU and compare them with the same runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import netCDF4  # noqa: F401 - the run file below is netCDF
+import pytest
+import torch
+import xarray as xr
+
+import baselines.enkf
+from baselines.enkf import EnKF
+from baselines.letkf import LETKF
+from baselines.var3d import Var3D
+from interfaces.assimilator import Context
+from interfaces.device import device_of, to_cpu, to_device
+from interfaces.harness import Experiment, run_experiment
+from interfaces.observations import Observations, build_operator
+from interfaces.registry import get_registry
+from losda_plugin.methods import DPS, L3DVar, LOSDA
+
+META = torch.device("meta")
+TINY = {  # a prior trained for a few steps: device placement, not accuracy
+    "preset": "quick", "vae_widths": "8", "latent_channels": 1, "vae_steps": 20, "denoiser_width": 8,
+    "denoiser_blocks": 1, "denoiser_steps": 20, "pairs": 100,
+}
+
+
+@pytest.fixture(scope="module")
+def l96(tmp_path_factory):
+    model = get_registry().model("lorenz96").factory()
+    clim = model.climatology(300).to(torch.float64)
+    op = build_operator("every:2", model, torch.Generator().manual_seed(0))
+    cache = tmp_path_factory.mktemp("device-cache")
+
+    def context(device=torch.device("cpu"), members=1, seed=0):
+        return Context(model=model, operator=op, climatology=clim, members=members, settings={"seed": 0},
+                       cache_dir=cache, generator=torch.Generator().manual_seed(seed), device=device)
+
+    LOSDA(**TINY).train(context())  # on the CPU, once; prepare then loads it onto the device asked
+    gen = torch.Generator().manual_seed(1)
+    truth = clim[7]
+    ens = truth + 0.5 * torch.randn(20, 40, generator=gen, dtype=torch.float64)
+    y = op(truth[None])[0] + torch.randn(op.n_obs, generator=gen, dtype=torch.float64)
+    return {"model": model, "op": op, "context": context, "ens": ens, "obs": Observations.from_values(y, op.std)}
+
+
+def _tensors(obj):
+    return [v for v in vars(obj).values() if isinstance(v, torch.Tensor)]
+
+
+def test_to_device_moves_a_copy_of_nested_operators_and_leaves_the_original(l96):
+    model = l96["model"]
+    op = build_operator("arctan+every:4", model, torch.Generator().manual_seed(0))
+    moved = to_device(op, META)
+    assert type(moved) is type(op) and moved is not op
+    assert _tensors(moved) and all(t.device == META for t in _tensors(moved))
+    assert all(t.device == META for t in _tensors(moved.inner))  # the nested linear part too
+    assert all(t.device.type == "cpu" for t in (*_tensors(op), *_tensors(op.inner)))
+    obs = to_device(l96["obs"], META)
+    assert obs.values.device == META and obs.std.device == META and l96["obs"].values.device.type == "cpu"
+
+
+def test_to_cpu_restores_the_harness_contract():
+    out = to_cpu(torch.ones(2, 3, dtype=torch.float32), like=torch.zeros(2, 3, dtype=torch.float64))
+    assert out.device.type == "cpu" and out.dtype == torch.float64
+    assert device_of(None) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("cls", [LOSDA, DPS, L3DVar])
+def test_latent_methods_load_their_prior_onto_the_context_device(l96, cls):
+    method = cls(**TINY)
+    method.prepare(l96["context"](META))
+    prior = method.prior
+    tensors = [*prior.vae.parameters(), *prior.vae.buffers(), *prior.denoiser.parameters(),
+               *prior.denoiser.buffers(), prior.b_var]
+    assert prior.device == META and all(t.device == META for t in tensors)
+
+
+def test_3dvar_keeps_its_background_covariance_on_the_context_device(l96):
+    method = Var3D()
+    method.prepare(l96["context"](META))
+    assert _tensors(method.covariance) and all(t.device == META for t in _tensors(method.covariance))
+
+
+def test_letkf_localisation_weights_live_on_the_context_device(l96):
+    method = LETKF()
+    method.prepare(l96["context"](META, members=20))
+    assert method._weights(l96["op"]).device == META
+
+
+def test_enkf_computes_its_analysis_on_the_context_device(l96, monkeypatch):
+    # On meta the analysis has shapes but no values; catch it on its way back to the harness.
+    seen = []
+
+    def spy(result, like):
+        seen.append(result.device)
+        return torch.zeros_like(like)
+
+    monkeypatch.setattr(baselines.enkf, "to_cpu", spy)
+    for variant in ("etkf", "stochastic"):
+        method = EnKF(variant=variant)
+        method.prepare(l96["context"](META, members=20))
+        method.assimilate(l96["ens"], l96["obs"], l96["op"])
+    assert seen == [META, META]
+
+
+@pytest.mark.parametrize("name, cls, options, members", [
+    ("3dvar", Var3D, {}, 1), ("enkf", EnKF, {"variant": "stochastic"}, 20), ("letkf", LETKF, {}, 20),
+    ("losda", LOSDA, {**TINY, "samples": 2, "steps": 3}, 1), ("dps", DPS, {**TINY, "samples": 2, "steps": 3}, 1),
+    ("l3dvar", L3DVar, {**TINY, "iters": 5}, 1),
+])
+def test_an_explicit_cpu_device_returns_the_same_cpu_float64_analysis(l96, name, cls, options, members):
+    ens = l96["ens"][:members]
+    out = []
+    for device in (None, torch.device("cpu")):
+        method = cls(**options)
+        method.prepare(l96["context"]() if device is None else l96["context"](device))
+        out.append(method.assimilate(ens.clone(), l96["obs"], l96["op"]))
+    assert out[1].device.type == "cpu" and out[1].dtype == torch.float64 and out[1].shape == ens.shape
+    assert torch.equal(out[0], out[1]), name
+
+
+def test_the_run_file_records_the_device(tmp_path):
+    out = tmp_path / "free.nc"
+    run_experiment(Experiment(model="lorenz96", method="free", cycles=3, device="cpu", out=str(out)))
+    with xr.open_dataset(out) as ds:
+        assert ds.attrs["device"] == "cpu"
+
+
+# --- on a GPU -------------------------------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def gpu_cache(tmp_path_factory):
+    """The quick prior trained on the GPU through the CLI (as a user would), in a temp cache."""
+    from interfaces.cli import main
+
+    cache = tmp_path_factory.mktemp("gpu-cache")
+    code = main(["train", "--model", "lorenz96", "--method", "losda", "--set", "preset=quick", "--device", "cuda",
+                 "--cache-dir", str(cache), "--no-progress", "--steps", "300"])
+    assert code == 0
+    return cache
+
+
+@cuda
+def test_training_on_cuda_writes_a_checkpoint_that_loads_on_the_cpu(gpu_cache):
+    paths = list((gpu_cache / "losda").glob("lorenz96-quick-*.pt"))
+    assert len(paths) == 1
+    payload = torch.load(paths[0], map_location="cpu", weights_only=True)
+    assert all(t.device.type == "cpu" for t in payload["vae"].values())
+
+
+@cuda
+@pytest.mark.parametrize("method, options, tolerance", [
+    ("3dvar", {}, 1e-8), ("letkf", {}, 1e-8), ("enkf", {"variant": "stochastic"}, 1e-8),
+    # float32 networks: cuDNN and CPU kernels round differently, and L-BFGS / guidance amplify it.
+    ("losda", {"preset": "quick"}, 0.05), ("dps", {"preset": "quick"}, 0.05), ("l3dvar", {"preset": "quick"}, 0.05),
+])
+def test_a_cuda_run_agrees_with_the_cpu_run(gpu_cache, method, options, tolerance):
+    runs = {}
+    for device in ("cpu", "cuda"):
+        exp = Experiment(model="lorenz96", method=method, obs="every:2", cycles=6, burn_in=0, seed=3,
+                         method_options=dict(options), device=device, cache_dir=str(gpu_cache))
+        runs[device] = run_experiment(exp)
+    cpu, gpu = runs["cpu"].recorder.analysis, runs["cuda"].recorder.analysis
+    assert runs["cuda"].setup.context.device.type == "cuda"
+    # Relative to the analysis error itself: the device must not change the answer.
+    error = runs["cpu"].summary["analysis_rmse"]
+    assert abs(runs["cuda"].summary["analysis_rmse"] - error) <= tolerance * max(error, 1.0)
+    assert float(abs(cpu - gpu).max()) <= tolerance * max(error, 1.0) * 10
