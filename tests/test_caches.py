@@ -1,0 +1,156 @@
+"""Caches that cannot go stale or collide (issue 12): code versions, locking, rebuild notes."""
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import torch
+
+from interfaces import cache
+from interfaces.models.sw import ShallowWater
+
+SMALL = dict(spinup_days=0.5, init_days=0.25, clim_members=2, clim_spacing=1)
+
+
+# --- code versions --------------------------------------------------------------------------
+def _package(tmp_path, monkeypatch, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cache._version.cache_clear()
+
+
+def test_code_version_follows_imports_and_ignores_other_modules(tmp_path, monkeypatch):
+    _package(tmp_path, monkeypatch, {
+        "toypkg/__init__.py": "",
+        "toypkg/producer.py": "from . import helper\nfrom .helper import f\n",
+        "toypkg/helper.py": "def f():\n    return 1\n",
+        "toypkg/plots.py": "X = 1\n",
+    })
+    files = cache.source_files(["toypkg.producer"], follow=("toypkg",))
+    assert set(files) == {"toypkg", "toypkg.producer", "toypkg.helper"}
+    before = cache.code_version(["toypkg.producer"], follow=("toypkg",))
+    (tmp_path / "toypkg/plots.py").write_text("X = 2\n")  # not imported by the producer
+    cache._version.cache_clear()
+    assert cache.code_version(["toypkg.producer"], follow=("toypkg",)) == before
+    (tmp_path / "toypkg/helper.py").write_text("def f():\n    return 2\n")  # imported: new version
+    cache._version.cache_clear()
+    assert cache.code_version(["toypkg.producer"], follow=("toypkg",)) != before
+    # Without ``follow`` only the named module counts.
+    assert set(cache.source_files(["toypkg.producer"])) == {"toypkg.producer"}
+
+
+def test_run_code_version_covers_model_method_and_harness_not_reports():
+    from baselines.var3d import Var3D
+    from interfaces.models.lorenz96 import Lorenz96
+
+    files = cache.source_files({"interfaces.models.lorenz96", "baselines.var3d", "interfaces.harness"},
+                               cache.PROJECT_PACKAGES)
+    assert {"baselines.static_b", "interfaces.observations", "interfaces.metrics", "interfaces.io"} <= set(files)
+    assert not {"interfaces.report", "interfaces.plots", "interfaces.cli", "interfaces.compare"} & set(files)
+    assert cache.run_code_version(Lorenz96(), Var3D()) == cache.run_code_version(Lorenz96(), Var3D())
+
+
+# --- build once, under a lock ---------------------------------------------------------------
+def _build_entry(path: str, log: str, barrier) -> None:
+    """A child process: wait for its sibling, then get the cached entry, building it if needed."""
+    def build():
+        with open(log, "a") as fh:
+            fh.write("built\n")
+        time.sleep(1.5)  # long enough for the sibling to arrive while this one builds
+        return torch.arange(1000, dtype=torch.float64) * 0.5
+
+    def read(p: Path):
+        if not p.exists():
+            return None, "missing"
+        return torch.load(p), ""
+
+    barrier.wait()
+    value = cache.build_once(Path(path), read, build, lambda v, tmp: torch.save(v, tmp), "a test entry")
+    torch.save(value, f"{path}.{multiprocessing.current_process().name}.seen")
+
+
+def test_two_processes_build_the_same_entry_once_and_read_identical_data(tmp_path):
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each, as two CLI runs
+    barrier = ctx.Barrier(2)
+    path, log = tmp_path / "entry.pt", tmp_path / "builds.log"
+    procs = [ctx.Process(target=_build_entry, args=(str(path), str(log), barrier), name=f"p{i}") for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert log.read_text().count("built") == 1
+    seen = [torch.load(f"{path}.p{i}.seen") for i in range(2)]
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[0], torch.load(path))
+    assert not list(tmp_path.glob(".entry.pt.*.tmp"))  # the temporary file was renamed away
+
+
+def test_build_once_says_why_it_rebuilds(tmp_path, capsys):
+    path = tmp_path / "x.pt"
+    path.write_bytes(b"garbage")
+
+    def read(p):
+        try:
+            return torch.load(p), ""
+        except Exception:  # noqa: BLE001
+            return None, "corrupt (unreadable)"
+
+    value = cache.build_once(path, read, lambda: torch.ones(3), lambda v, tmp: torch.save(v, tmp), "ones")
+    err = capsys.readouterr().err
+    assert torch.equal(value, torch.ones(3)) and torch.equal(torch.load(path), value)
+    assert f"rebuilding ones: the cached {path} is corrupt (unreadable)" in err
+    assert f"caching ones in {path}" in err
+
+
+# --- the sphere's climatology ---------------------------------------------------------------
+def test_sw_climatology_made_by_other_code_is_rebuilt_and_said_so(tmp_path, monkeypatch, capsys):
+    m = ShallowWater(**SMALL)
+    m.cache_dir = tmp_path
+    clim = m.climatology(4)
+    path = m.cache_path("clim")
+    err = capsys.readouterr().err
+    assert f"caching the sw 32x64 clim states in {path}" in err
+    m.climatology(4)
+    assert capsys.readouterr().err == ""  # read back silently
+    # An edit of sw.py or sphere.py changes the code version the file is checked against.
+    monkeypatch.setattr(ShallowWater, "cache_version", staticmethod(lambda: "edited-code"))
+    again = m.climatology(4)
+    err = capsys.readouterr().err
+    assert "is made by other code" in err and "interfaces.models.sw" in err
+    assert torch.equal(again, clim)  # same code underneath, so the same numbers
+    import xarray as xr
+
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["code_version"] == "edited-code"
+
+
+def test_sw_cache_version_hashes_the_dynamics_source():
+    from interfaces.models import sw
+
+    files = cache.source_files(sw.CACHE_SOURCES)
+    assert {Path(f).name for f in files.values()} == {"sw.py", "sphere.py"}
+    assert len(ShallowWater.cache_version()) == 16
+
+
+def test_sw_spin_up_shows_progress_only_when_asked(tmp_path, monkeypatch):
+    shown = []
+    original = cache.progress_bar
+
+    def spy(total, desc, enabled, unit="step"):
+        shown.append((desc, enabled))
+        return original(total, desc, enabled, unit)
+
+    monkeypatch.setattr(cache, "progress_bar", spy)
+    m = ShallowWater(**SMALL)
+    m.cache_dir = tmp_path
+    m.progress = True
+    m.climatology(2)
+    assert any(d.startswith("sw: spin-up") and on for d, on in shown)
+    assert any(d.startswith("sw: climatology run") and on for d, on in shown)
+    shown.clear()
+    m.progress = False
+    m.initial_states(1, torch.Generator().manual_seed(0))
+    assert shown and all(not on for _, on in shown)
