@@ -1,9 +1,14 @@
-"""Figures for runs on the sphere (the optional `plot` extra: matplotlib).
+"""Figures for run files (the optional `plot` extra: matplotlib).
 
-``cycle_maps``: truth, background, analysis and their errors for one cycle, from a run file
-(path or xarray Dataset) or from arrays. ``rmse_vs_cycle``: analysis (and background) RMSE per
-cycle for several runs. Both return a matplotlib Figure and save it when ``out`` is given.
-Figures are drawn on the Agg canvas directly, never through pyplot, so no global backend is set.
+For one run: ``cycle_maps`` (truth, background, analysis and their errors for one cycle, from a
+run file or from arrays) and ``rmse_vs_cycle`` (RMSE per cycle of several runs).
+For a comparison (``da-harness compare`` draws these for every table): ``compare_rmse`` (RMSE per
+cycle, mean over seeds with a min-max band, analysis solid and background dashed, the
+observation-error level and the burn-in shaded) and ``compare_maps`` (truth, observations, and
+each method's analysis and error on colour scales shared by all methods, the error scale set by
+the methods that assimilate, not by the free run).
+Each returns a matplotlib Figure and saves it when ``out`` is given. Figures are drawn on the Agg
+canvas directly, never through pyplot, so no global backend or figure list is touched.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import numpy as np
 from .errors import UsageError
 
 ROLES = ("truth", "background", "analysis")
+#: Runs that assimilate nothing. They are drawn, but left out of the shared error colour scale:
+#: their errors are ten to a hundred times a DA method's and would leave every DA panel blank.
+REFERENCE_METHODS = ("free", "climatology")
+LAT_LABEL, LON_LABEL = "latitude (°N)", "longitude (°E)"
 
 
 def _figure(**kwargs):
@@ -68,6 +77,7 @@ def cycle_maps(source, cycle: int = -1, variable: str = "h", out=None, lat=None,
     in degrees (grid indices when omitted).
     """
     obs = None
+    lat_lon = lat is not None
     if isinstance(source, Mapping) and not hasattr(source, "data_vars"):  # a Dataset is a Mapping too
         missing = [r for r in ROLES if r not in source]
         if missing:
@@ -78,6 +88,7 @@ def cycle_maps(source, cycle: int = -1, variable: str = "h", out=None, lat=None,
         lon = np.arange(nx) if lon is None else np.asarray(lon)
     else:
         fields, lat, lon, units, obs, cycle = _fields_from_run(_open(source), cycle, variable)
+        lat_lon = True
     errors = {f"{r} error": fields[r] - fields["truth"] for r in ("background", "analysis")}
     lo = min(float(np.nanmin(f)) for f in fields.values())
     hi = max(float(np.nanmax(f)) for f in fields.values())
@@ -91,13 +102,12 @@ def cycle_maps(source, cycle: int = -1, variable: str = "h", out=None, lat=None,
         mesh = ax.pcolormesh(lon, lat, data, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
         rms = float(np.sqrt(np.nanmean(data**2))) if "error" in name else None
         ax.set_title(name + (f" (rms {rms:.3g})" if rms is not None else ""))
-        ax.set_xlabel("longitude")
-        ax.set_ylabel("latitude")
-        fig.colorbar(mesh, ax=ax, label=units)
+        ax.set_xlabel(LON_LABEL if lat_lon else "grid index")
+        ax.set_ylabel(LAT_LABEL if lat_lon else "grid index")
+        fig.colorbar(mesh, ax=ax, label=f"{variable}{' error' if 'error' in name else ''}" + (f" ({units})" if units else ""))
     if obs is not None:
-        limits = axes[0, 0].get_xlim(), axes[0, 0].get_ylim()
-        axes[0, 0].scatter(obs[1], obs[0], s=4, c="w", edgecolors="k", linewidths=0.3, label="observations")
-        axes[0, 0].set(xlim=limits[0], ylim=limits[1])  # sites past the last column stay off
+        for ax in (axes[0, 0], axes[1, 0], axes[1, 1]):
+            _mark_sites(ax, obs[1], obs[0], label="observation sites" if ax is axes[0, 0] else None)
         axes[0, 0].legend(loc="lower left", fontsize="small")
     axes[1, 2].axis("off")
     fig.suptitle(title or f"{variable}, cycle {cycle}")
@@ -130,6 +140,258 @@ def rmse_vs_cycle(runs, variable: str | None = None, out=None, background: bool 
     ax.set_yscale("log")
     ax.legend(fontsize="small")
     ax.set_title(title or ("RMSE" + (f" of {variable}" if variable else "")))
+    if out is not None:
+        fig.savefig(out, dpi=90)
+    return fig
+
+
+# --- comparison figures -------------------------------------------------------------------------
+def _mark_sites(ax, x, y, label=None) -> None:
+    """Observation sites as small open circles, without widening the axes (sites past the last
+    grid column stay off the map)."""
+    limits = ax.get_xlim(), ax.get_ylim()
+    ax.scatter(x, y, s=7, facecolors="none", edgecolors="k", linewidths=0.5, label=label)
+    ax.set(xlim=limits[0], ylim=limits[1])
+
+
+def _variables(ds) -> list[str]:
+    """The state variables of a run file in file order: ['h', 'u', 'v'] on the sphere, [] when
+    the model has one unnamed variable (fields 'truth', 'analysis')."""
+    return [str(n)[len("truth_"):] for n in ds.data_vars if str(n).startswith("truth_")]
+
+
+def obs_error_level(ds, variable: str | None = None) -> float | None:
+    """RMS observation-error std of ``variable`` (all observations when None), in the state's
+    units, or None where it is not comparable with an RMSE: the overall score of a
+    multi-variable model (normalised), or observations through a nonlinear operator."""
+    if "obs_std" not in ds or str(ds.attrs.get("obs", "")).startswith("arctan"):
+        return None
+    std = np.asarray(ds["obs_std"].values, dtype=float)
+    if variable is None:
+        if _variables(ds):
+            return None
+    elif "obs_variable" in ds.coords or "obs_variable" in ds:
+        keep = np.asarray(ds["obs_variable"].values).astype(str) == variable
+        std = std[..., keep]
+    if std.size == 0 or not np.isfinite(std).any():
+        return None
+    return float(np.sqrt(np.nanmean(std**2)))
+
+
+def _score_label(ds, variable: str | None) -> str:
+    name = "analysis_rmse" if variable is None else f"analysis_rmse_{variable}"
+    units = str(ds[name].attrs.get("units", ""))
+    if variable is None:
+        return "RMSE / climatological std" if _variables(ds) else "RMSE" + ("" if units in ("", "1") else f" ({units})")
+    return f"RMSE of {variable}" + ("" if units in ("", "1") else f" ({units})")
+
+
+def _stack(datasets, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(cycles, values seeds x cycles) of one per-cycle score, cut to the shortest run."""
+    n = min(d.sizes["time"] for d in datasets)
+    first = datasets[0]
+    cycles = np.asarray(first["cycle"].values[:n]) if "cycle" in first else np.arange(n)
+    return cycles, np.stack([np.asarray(d[name].values[:n], dtype=float) for d in datasets])
+
+
+def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, burn_in: int | None = None):
+    """RMSE per cycle for several methods, each over several seeds.
+
+    ``runs`` maps a method to a list of run files or Datasets (one per seed; the seeds should be
+    the same for every method). One panel for the overall score and, on multi-variable models,
+    one per variable in its units. Each method: the mean over seeds of the analysis RMSE (solid),
+    its min-max band over seeds (shaded, when there are several), and the mean background RMSE
+    (dashed). A dotted line marks the observation-error std where it is comparable, and the
+    burn-in cycles (left out of every score; ``burn_in`` or the files' attribute) are shaded.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    loaded = {m: [_open(s) for s in (srcs if isinstance(srcs, (list, tuple)) else [srcs])] for m, srcs in runs.items()}
+    loaded = {m: ds for m, ds in loaded.items() if ds}
+    if not loaded:
+        raise UsageError("compare_rmse needs at least one run file")
+    first = next(iter(loaded.values()))[0]
+    for method, datasets in loaded.items():
+        if any("analysis_rmse" not in d for d in datasets):
+            raise UsageError(f"a run file of method '{method}' has no 'analysis_rmse'")
+    panels = [None] + [v for v in _variables(first) if f"analysis_rmse_{v}" in first]
+    if burn_in is None:
+        burn_in = int(first.attrs.get("burn_in", 0) or 0)
+    seeds = sorted({len(d) for d in loaded.values()})
+
+    ncols = 1 if len(panels) == 1 else 2
+    nrows = -(-len(panels) // ncols)
+    fig = _figure(figsize=(5.2 * ncols + 2.6, 3.4 * nrows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    any_band = any_obs = False
+    for ax, variable in zip(axes, panels):
+        name = "analysis_rmse" if variable is None else f"analysis_rmse_{variable}"
+        bname = name.replace("analysis", "background", 1)
+        for i, (method, datasets) in enumerate(loaded.items()):
+            cycles, values = _stack(datasets, name)
+            ax.plot(cycles, values.mean(0), color=f"C{i}", lw=1.4)
+            if values.shape[0] > 1:
+                ax.fill_between(cycles, values.min(0), values.max(0), color=f"C{i}", alpha=0.18, lw=0)
+                any_band = True
+            if all(bname in d for d in datasets):
+                ax.plot(cycles, _stack(datasets, bname)[1].mean(0), color=f"C{i}", ls="--", lw=0.9)
+        level = obs_error_level(first, variable)
+        if level is not None:
+            ax.axhline(level, color="k", ls=":", lw=1.2)
+            any_obs = True
+        if burn_in:
+            ax.axvspan(-0.5, burn_in - 0.5, color="0.88", zorder=0, lw=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("cycle")
+        ax.set_ylabel(_score_label(first, variable))
+        ax.set_title("overall" if variable is None and panels[1:] else (variable or ""), fontsize=10)
+
+    seed_text = "/".join(map(str, seeds)) + " seed" + ("s" if seeds != [1] else "")
+    handles = [Line2D([], [], color=f"C{i}", lw=2, label=m) for i, m in enumerate(loaded)]
+    handles += [Line2D([], [], color="0.3", lw=1.4, label=f"analysis (mean over {seed_text})"),
+                Line2D([], [], color="0.3", ls="--", lw=0.9, label="background (mean)")]
+    if any_band:
+        handles.append(Patch(color="C0", alpha=0.25, label="min-max over seeds"))
+    if any_obs:
+        handles.append(Line2D([], [], color="k", ls=":", lw=1.2, label="observation-error std"))
+    if burn_in:
+        handles.append(Patch(color="0.88", label=f"burn-in ({burn_in} cycles, not scored)"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
+    fig.suptitle(title or "RMSE per cycle", fontsize=10)
+    if out is not None:
+        fig.savefig(out, dpi=100)
+    return fig
+
+
+def error_limit(errors: Mapping[str, np.ndarray], reference=REFERENCE_METHODS) -> float:
+    """Half-range of the shared error colour scale: the largest absolute error of the methods
+    that assimilate (all methods when every one is a reference run such as ``free``)."""
+    shown = {m: e for m, e in errors.items() if m not in reference} or dict(errors)
+    finite = [float(np.nanmax(np.abs(e))) for e in shown.values() if np.isfinite(e).any()]
+    return max(finite, default=0.0) or 1.0
+
+
+def _cycle_fields(ds, variable: str | None, cycle: int) -> dict[str, Any]:
+    suffix = f"_{variable}" if variable else ""
+    n = ds.sizes["time"]
+    if not -n <= cycle < n:
+        raise UsageError(f"cycle {cycle} is outside the run's {n} cycles")
+    for role in ("truth", "analysis"):
+        if f"{role}{suffix}" not in ds:
+            raise UsageError(f"run file has no '{role}{suffix}'; variables: {', '.join(_variables(ds)) or '(one, unnamed)'}")
+    truth = np.asarray(ds[f"truth{suffix}"].isel(time=cycle).values, dtype=float)
+    analysis = np.asarray(ds[f"analysis{suffix}"].isel(time=cycle).values, dtype=float)
+    out = {"truth": truth, "analysis": analysis, "units": str(ds[f"truth{suffix}"].attrs.get("units", "")),
+           "cycle": int(ds["cycle"].values[cycle]) if "cycle" in ds else cycle % n,
+           "dims": ds[f"truth{suffix}"].dims[1:], "sites": None, "obs": None}
+    out["coords"] = [np.asarray(ds[d].values) for d in out["dims"]]
+    if "obs_value" in ds:
+        keep = np.ones(ds.sizes["obs"], dtype=bool)
+        if variable and "obs_variable" in ds:
+            keep &= np.asarray(ds["obs_variable"].values).astype(str) == variable
+        values = np.asarray(ds["obs_value"].isel(time=cycle).values, dtype=float)
+        used = keep & np.isfinite(values)
+        if "obs_qc" in ds:
+            used &= np.asarray(ds["obs_qc"].isel(time=cycle).values) == 0
+        if "obs_lat" in ds and "obs_lon" in ds:  # radians in run files
+            out["sites"] = (np.degrees(np.asarray(ds["obs_lon"].values)[keep]), np.degrees(np.asarray(ds["obs_lat"].values)[keep]))
+            out["obs"] = (np.degrees(np.asarray(ds["obs_lon"].values)[used]), np.degrees(np.asarray(ds["obs_lat"].values)[used]), values[used])
+        elif "obs_index" in ds:
+            index = np.asarray(ds["obs_index"].values)
+            out["sites"] = (index[keep], None)
+            out["obs"] = (index[used], None, values[used])
+    return out
+
+
+def compare_maps(runs: Mapping[str, Any], out=None, cycle: int = -1, variable: str | None = None,
+                 title: str | None = None, reference=REFERENCE_METHODS):
+    """One cycle of several methods: the truth and the observations on top, then one row per
+    method with its analysis and its analysis error. Fields share the truth's colour scale; errors
+    share one symmetric scale set by the methods that assimilate (``error_limit``), so a free
+    run's larger errors saturate (arrows on the colour bar) instead of blanking the DA panels.
+    Observation sites are circled on the truth and error maps. ``runs`` maps a method to one run
+    file or Dataset (the same seed for all); ``variable`` defaults to the file's first one (h on
+    the sphere). One-dimensional states (Lorenz-96) are drawn as curves on shared y-limits."""
+    loaded = {m: _open(s[0] if isinstance(s, (list, tuple)) else s) for m, s in runs.items()}
+    if not loaded:
+        raise UsageError("compare_maps needs at least one run file")
+    first = next(iter(loaded.values()))
+    if variable is None:
+        variable = (_variables(first) or [None])[0]
+    fields = {m: _cycle_fields(ds, variable, cycle) for m, ds in loaded.items()}
+    top = next(iter(fields.values()))
+    errors = {m: f["analysis"] - f["truth"] for m, f in fields.items()}
+    emax = error_limit(errors, reference)
+    lo, hi = float(np.nanmin(top["truth"])), float(np.nanmax(top["truth"]))
+    name = variable or "x"
+    unit = f" ({top['units']})" if top["units"] not in ("", "1") else ""
+    n = len(fields)
+    two_d = top["truth"].ndim == 2
+    fig = _figure(figsize=(11.5, 2.5 * (n + 1) + 0.4), layout="constrained")
+    axes = fig.subplots(n + 1, 2, squeeze=False)
+
+    def label(ax, row):
+        if two_d:
+            lat_lon = top["dims"] == ("lat", "lon")
+            ax.set_ylabel(LAT_LABEL if lat_lon else top["dims"][0], fontsize=8)
+            if row == n:
+                ax.set_xlabel(LON_LABEL if lat_lon else top["dims"][1], fontsize=8)
+        else:
+            ax.set_ylabel(f"{name}{unit}", fontsize=8)
+            if row == n:
+                ax.set_xlabel("grid index", fontsize=8)
+        ax.tick_params(labelsize=7)
+
+    if two_d:
+        lat, lon = top["coords"]
+        field_mesh = axes[0, 0].pcolormesh(lon, lat, top["truth"], cmap="viridis", vmin=lo, vmax=hi, shading="nearest")
+        axes[0, 0].set_title(f"truth, {name}", fontsize=9)
+        axes[0, 1].set(xlim=axes[0, 0].get_xlim(), ylim=axes[0, 0].get_ylim(), facecolor="0.93")
+        if top["obs"] is not None:
+            x, y, v = top["obs"]
+            axes[0, 1].scatter(x, y, c=v, cmap="viridis", vmin=lo, vmax=hi, s=14, edgecolors="k", linewidths=0.3)
+            _mark_sites(axes[0, 0], *top["sites"])
+        axes[0, 1].set_title(f"observations used ({0 if top['obs'] is None else len(top['obs'][2])}), field colours", fontsize=9)
+        for row, (method, f) in enumerate(fields.items(), start=1):
+            axes[row, 0].pcolormesh(lon, lat, f["analysis"], cmap="viridis", vmin=lo, vmax=hi, shading="nearest")
+            err_mesh = axes[row, 1].pcolormesh(lon, lat, errors[method], cmap="RdBu_r", vmin=-emax, vmax=emax, shading="nearest")
+            if f["sites"] is not None:
+                _mark_sites(axes[row, 1], *f["sites"])
+        fig.colorbar(field_mesh, ax=list(axes[:, 0]), label=f"{name}{unit}", extend="both", shrink=0.6)
+        fig.colorbar(err_mesh, ax=list(axes[1:, 1]), label=f"{name} analysis − truth{unit}", extend="both", shrink=0.6)
+    else:
+        x = np.arange(top["truth"].shape[0])
+        pad = 0.05 * (hi - lo)
+        axes[0, 0].plot(x, top["truth"], color="k", lw=1, label="truth")
+        if top["obs"] is not None:
+            axes[0, 0].plot(top["obs"][0], top["obs"][2], "o", ms=3, mfc="none", mec="C3", label="observations")
+        axes[0, 0].set_title(f"truth and observations, {name}", fontsize=9)
+        axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        axes[0, 1].axis("off")
+        for row, (method, f) in enumerate(fields.items(), start=1):
+            axes[row, 0].plot(x, f["truth"], color="0.6", lw=1, ls="--")
+            axes[row, 0].plot(x, f["analysis"], color="C0", lw=1.2)
+            axes[row, 1].axhline(0, color="0.6", lw=0.8)
+            axes[row, 1].plot(x, errors[method], color="C3", lw=1.2)
+            if f["sites"] is not None:  # observed sites as ticks on the zero line
+                axes[row, 1].plot(f["sites"][0], np.zeros(len(f["sites"][0])), "|", color="k", ms=6)
+            axes[row, 0].set_ylim(lo - pad, hi + pad)
+            axes[row, 1].set_ylim(-1.05 * emax, 1.05 * emax)
+        axes[0, 0].set_ylim(lo - pad, hi + pad)
+    for row, (method, f) in enumerate(fields.items(), start=1):
+        rms = float(np.sqrt(np.nanmean(errors[method] ** 2)))
+        ref = " (no DA)" if method in reference else ""
+        axes[row, 0].set_title(f"{method}{ref} analysis, {name}", fontsize=9)
+        axes[row, 1].set_title(f"{method}{ref} error, rms {rms:.3g} {top['units']}".rstrip().removesuffix(" 1") + (", saturated" if np.nanmax(np.abs(errors[method])) > emax else ""),
+                               fontsize=9)
+    for row in range(n + 1):
+        for col in range(2):
+            if axes[row, col].axison:
+                label(axes[row, col], row)
+    fig.suptitle(title or f"{name}, cycle {top['cycle']}", fontsize=10)
     if out is not None:
         fig.savefig(out, dpi=90)
     return fig
