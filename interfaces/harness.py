@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, metrics
+from . import __version__, io, metrics
 from .assimilator import Assimilator, Context
 from .errors import HarnessError, PluginError, UsageError
 from .observations import QC_BACKGROUND, QC_USED, Observations, build_operator
@@ -71,8 +71,11 @@ class Experiment:
         }
 
 
-def stream(seed: int, name: str) -> torch.Generator:
-    """An independent, reproducible random stream per purpose (truth, obs noise, method...)."""
+def _stream(seed: int, name: str) -> torch.Generator:
+    """An independent, reproducible random stream per purpose (truth, obs noise, method...).
+
+    Private to the harness: a method gets only its own stream and never the seed, so it cannot
+    draw the truth's or the observation noise's stream."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
@@ -138,25 +141,24 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     members = exp.members or getattr(entry.factory, "preferred_members", None) or 20
     climatology = model.climatology(CLIMATOLOGY_SIZE).to(torch.float64)
 
-    if exp.truth_file:
-        from .io import load_truth
+    if exp.observations_file and ((exp.obs or "all") != "all" or exp.obs_std not in (None, "")):
+        raise UsageError("--obs and --obs-std describe generated observations; they cannot be combined with --observations")
+    # Both files are read together: their time stamps decide which truth each observation
+    # observes (io.TIME_RULE), so a run file given as both cannot be paired one cycle off.
+    truth, observed = io.load_inputs(exp.truth_file, exp.observations_file, model, exp.cycles, registry)
+    if truth is None:
+        truth = model.truth_run(exp.cycles, _stream(exp.seed, "truth")).to(torch.float64)
 
-        truth = load_truth(exp.truth_file, model, exp.cycles)
+    if observed is not None:
+        operator, obs_values, obs_std, obs_qc = observed
+        if not torch.isfinite(obs_values).any():
+            print(f"da-harness: warning: observations file '{exp.observations_file}' holds no finite value in "
+                  f"its {exp.cycles} cycles: every analysis is the background (a free run)", file=sys.stderr)
     else:
-        truth = model.truth_run(exp.cycles, stream(exp.seed, "truth")).to(torch.float64)
-
-    if exp.observations_file:
-        from .io import load_observations
-
-        if (exp.obs or "all") != "all" or exp.obs_std not in (None, ""):
-            raise UsageError("--obs and --obs-std describe generated observations; they cannot be combined with --observations")
-
-        operator, obs_values, obs_std, obs_qc = load_observations(exp.observations_file, model, exp.cycles, registry)
-    else:
-        operator = build_operator(exp.obs, model, stream(exp.seed, "network"), exp.obs_std,
+        operator = build_operator(exp.obs, model, _stream(exp.seed, "network"), exp.obs_std,
                                   registry.kinds(), climatology)
         clean = operator(truth[1:])
-        noise = torch.randn(clean.shape, generator=stream(exp.seed, "obs-noise"), dtype=torch.float64)
+        noise = torch.randn(clean.shape, generator=_stream(exp.seed, "obs-noise"), dtype=torch.float64)
         obs_std = operator.std.clone()
         obs_values = clean + noise * obs_std
         obs_qc = torch.zeros(obs_values.shape, dtype=torch.int8)
@@ -165,7 +167,7 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     context = Context(
         model=model, operator=operator, climatology=climatology, members=members,
         settings={**exp.settings(), "members": members, "train_steps": exp.train_steps},
-        cache_dir=cache_dir, generator=stream(exp.seed, "method"),
+        cache_dir=cache_dir, generator=_stream(exp.seed, "method"),
         device=torch.device(exp.device), progress=exp.progress,
     )
     return Setup(exp, model, method, operator, truth, obs_values, obs_std, obs_qc, climatology,
@@ -266,13 +268,11 @@ class RunResult:
 
 def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResult:
     """Set up, prepare the method, cycle, and summarise (writing ``exp.out`` if given)."""
-    from . import io
-
     wall0 = time.perf_counter()
     s = setup(exp, registry)
     entry = s.registry.assimilator(exp.method)
     rec = Recorder(s)
-    forecast_gen = stream(exp.seed, "model-noise")
+    forecast_gen = _stream(exp.seed, "model-noise")
     ensemble = None
     start = 0
     out = Path(exp.out) if exp.out else None
@@ -299,7 +299,7 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
         s.context.generator.set_state(state["method_rng"])
         s.method.load_state_dict(method_state)
     if ensemble is None:
-        pick = torch.randint(0, s.climatology.shape[0], (s.members,), generator=stream(exp.seed, "init"))
+        pick = torch.randint(0, s.climatology.shape[0], (s.members,), generator=_stream(exp.seed, "init"))
         ensemble = s.climatology[pick].clone()
 
     bar = _progress(exp, start)

@@ -209,38 +209,63 @@ def load_resume(path, s: "Setup", rec: "Recorder") -> dict[str, Any]:
     }
 
 
+TIME_RULE = """How ``--truth`` and ``--observations`` files line up with the cycles.
+
+The harness's time axis puts the initial state at time 0 and the analysis of cycle k at
+(k + 1) * cycle_length, as run files write it. A file with a ``time`` coordinate is placed on
+that axis by its time stamps, and an observation is paired with the truth of the same time:
+
+* the first analysis time comes from the observations file (its first time, or its second
+  when the first is 0, the initial time that no cycle assimilates); else from the truth file:
+  its first time with ``truth_initial``, its first time when that is one cycle length (a run
+  file: no initial state), otherwise one cycle after its first time (the first is the initial);
+* the truth is read from the initial time (one cycle before the first analysis time) on; a
+  truth file that starts at the first analysis time has no initial state, which the harness
+  never scores or observes (index 0 of the truth is then NaN);
+* times must be spaced by the model's cycle length; a file that does not hold the paired
+  times is refused, naming both.
+
+A file without a ``time`` coordinate is read by position: a truth file's first entry is the
+initial state (unless it has ``truth_initial``), an observations file's first is cycle 0's."""
+
+
+def load_inputs(truth_path, observations_path, model, cycles: int, registry):
+    """The ``--truth`` and ``--observations`` files (either may be None), aligned in time as
+    :data:`TIME_RULE` says. Returns (truth or None, observations tuple or None); see
+    :func:`load_truth` and :func:`load_observations` for what each holds."""
+    truth_ds = _open_input(Path(truth_path), "truth") if truth_path else None
+    obs_ds = _open_input(Path(observations_path), "observations") if observations_path else None
+    truth_times = _times(truth_ds, truth_path, "truth", model) if truth_ds is not None else None
+    obs_times = _times(obs_ds, observations_path, "observations", model) if obs_ds is not None else None
+    has_initial = truth_ds is not None and _has_truth_initial(truth_ds, model)
+    first = _first_analysis_time(truth_times, has_initial, obs_times, model.cycle_length)
+    truth = obs = None
+    if truth_ds is not None:
+        truth = _truth_from(truth_ds, Path(truth_path), model, cycles, truth_times, has_initial, first,
+                            "the observations file" if obs_times is not None else "the truth file")
+    if obs_ds is not None:
+        obs = _observations_from(obs_ds, Path(observations_path), model, cycles, obs_times, first, truth_path)
+    return truth, obs
+
+
 def load_truth(path, model, cycles: int) -> torch.Tensor:
     """A truth trajectory from a run-format file (``--truth``), shaped (cycles + 1, *state_shape).
 
     Variables ``truth`` (one-variable models) or ``truth_<var>``, dims (time, *spatial dims) as
-    build_dataset writes them. The initial state (time 0) comes either from a variable
-    ``truth_initial`` / ``truth_initial_<var>`` (spatial dims only; then ``time`` needs at least
-    ``cycles`` entries, so a run file plus that variable is a valid truth file) or, without it,
-    from the first time (then ``time`` needs at least ``cycles + 1``). Extra times are ignored.
+    build_dataset writes them. The initial state comes from a variable ``truth_initial`` /
+    ``truth_initial_<var>`` (spatial dims only; then ``time`` starts at the first analysis time,
+    so a run file plus that variable is a valid truth file) or, without it, from the time one
+    cycle before the first analysis time (see :data:`TIME_RULE`: a run file's times start at the
+    first analysis time, so it has no initial state and index 0 is NaN). Extra times are ignored.
     """
-    path = Path(path)
-    ds = _open_input(path, "truth")
-    names = [field_name(model, "truth", v) for v in model.variables]
-    initial_names = [field_name(model, "truth_initial", v) for v in model.variables]
-    has_initial = any(n in ds for n in initial_names)
-    need = cycles if has_initial else cycles + 1
-    _check_time(ds, path, "truth", model, names[0], need, cycles,
-                "plus 'truth_initial'" if has_initial else "(the first is the initial state; or add 'truth_initial')")
-    fields = []
-    for v, name in enumerate(names):
-        values = _field(ds, path, "truth", name, model, v, timed=True)[:need]
-        if has_initial:
-            initial = _field(ds, path, "truth", initial_names[v], model, v, timed=False)
-            values = np.concatenate([initial[None], values])
-        fields.append(values)
-    truth = np.stack(fields, axis=1) if model.has_channels else fields[0]
-    return torch.from_numpy(np.ascontiguousarray(truth, dtype=np.float64))
+    return load_inputs(path, None, model, cycles, None)[0]
 
 
 def load_observations(path, model, cycles: int, registry):
     """Observations from a run-format file (``--observations``).
 
-    ``obs_value`` (time, obs) for the analysis times 1..cycles (extra times are ignored),
+    ``obs_value`` (time, obs) for the analysis times 1..cycles (extra times are ignored; a first
+    time of 0, the initial time, is skipped: see :data:`TIME_RULE`),
     ``obs_std`` (obs) or (time, obs) constant in time, optional ``obs_qc`` (time, obs) with the
     codes of interfaces.observations, coordinates ``obs_<location name>`` (obs) in the model's
     location units and ``obs_variable`` (obs; optional for one-variable models). NaN or infinite
@@ -249,25 +274,103 @@ def load_observations(path, model, cycles: int, registry):
     (flattened grid-point indices and weights, each (n, k)) for off-grid sites.
     Returns (operator, values (cycles, n_obs), std (n_obs,), qc (cycles, n_obs) int8).
     """
+    return load_inputs(None, path, model, cycles, registry)[1]
+
+
+def _has_truth_initial(ds, model) -> bool:
+    return any(field_name(model, "truth_initial", v) in ds for v in model.variables)
+
+
+def _same_time(a: float, b: float, cycle_length: float) -> bool:
+    return abs(a - b) <= 1e-6 * cycle_length
+
+
+def _index_of(times: np.ndarray, t: float, cycle_length: float) -> int | None:
+    hits = np.flatnonzero(np.abs(times - t) <= 1e-6 * cycle_length)
+    return int(hits[0]) if hits.size else None
+
+
+def _first_analysis_time(truth_times, has_initial: bool, obs_times, cycle_length: float) -> float | None:
+    """The time of cycle 0's analysis on the files' own axis, or None (read by position)."""
+    if obs_times is not None:
+        if _same_time(obs_times[0], 0.0, cycle_length) and obs_times.size > 1:
+            return float(obs_times[1])  # time 0 is the initial state: no cycle assimilates it
+        return float(obs_times[0])
+    if truth_times is not None:
+        if has_initial or _same_time(truth_times[0], cycle_length, cycle_length):
+            return float(truth_times[0])
+        return float(truth_times[0]) + cycle_length
+    return None
+
+
+def _span(times: np.ndarray) -> str:
+    return f"{times[0]:g}" if times.size == 1 else f"{times[0]:g} to {times[-1]:g}"
+
+
+def _truth_from(ds, path: Path, model, cycles: int, times, has_initial: bool, first, source: str) -> torch.Tensor:
+    names = [field_name(model, "truth", v) for v in model.variables]
+    L = model.cycle_length
+    _check_timed(ds, path, "truth", names[0])
+    start, with_initial = 0, True
+    if times is not None and first is not None:
+        at_first = _index_of(times, first, L)
+        before = _index_of(times, first - L, L)
+        if has_initial:
+            if at_first != 0:
+                raise _bad(path, "truth", "time", f"starts at {times[0]:g}; with 'truth_initial' it must start at "
+                           f"the first analysis time {first:g} (from {source})")
+            with_initial = False
+        elif before is not None:
+            start = before
+        elif at_first == 0:
+            with_initial = False  # a run file's times: no initial state, which nothing uses
+        else:
+            raise _bad(path, "truth", "time", f"runs {_span(times)}, which holds neither the first analysis time "
+                       f"{first:g} (from {source}) nor the initial time {first - L:g} before it")
+    elif has_initial:
+        with_initial = False
+    need = cycles + 1 if with_initial else cycles
+    hint = ("plus 'truth_initial'" if has_initial else
+            "(the first is the initial state; or add 'truth_initial')" if with_initial else
+            "(it starts at the first analysis time: no initial state)")
+    _check_length(ds, path, "truth", names[0], start, need, cycles, hint, times)
+    fields = []
+    for v, name in enumerate(names):
+        values = _field(ds, path, "truth", name, model, v, timed=True)[start:start + need]
+        if has_initial:
+            initial = _field(ds, path, "truth", field_name(model, "truth_initial", v), model, v, timed=False)
+            values = np.concatenate([initial[None], values])
+        elif not with_initial:
+            values = np.concatenate([np.full_like(values[:1], np.nan), values])
+        fields.append(values)
+    truth = np.stack(fields, axis=1) if model.has_channels else fields[0]
+    return torch.from_numpy(np.ascontiguousarray(truth, dtype=np.float64))
+
+
+def _observations_from(ds, path: Path, model, cycles: int, times, first, truth_path):
     from .observations import QC_MISSING, QC_USED, SparseLinearOperator
 
-    path = Path(path)
-    ds = _open_input(path, "observations")
     if "obs_value" not in ds:
         raise _bad(path, "observations", "obs_value", "is missing")
     var = ds["obs_value"]
     if var.dims != ("time", "obs"):
         raise _bad(path, "observations", "obs_value", f"has dims {var.dims}, expected ('time', 'obs')")
-    _check_time(ds, path, "observations", model, "obs_value", cycles, cycles, "(one per cycle)")
+    start = 0
+    if times is not None and first is not None:
+        start = _index_of(times, first, model.cycle_length)
+        if start is None:  # only when the first time came from elsewhere
+            raise _bad(path, "observations", "time", f"runs {_span(times)}, which does not hold the first analysis "
+                       f"time {first:g} (from truth file '{truth_path}')")
+    _check_length(ds, path, "observations", "obs_value", start, cycles, cycles, "(one per cycle)", times)
     n_obs = ds.sizes["obs"]
     if n_obs == 0:
         raise _bad(path, "observations", "obs_value", "holds no observation")
-    values = _numeric(var, path, "observations", "obs_value")[:cycles]
+    values = _numeric(var, path, "observations", "obs_value")[start:start + cycles]
 
-    std = _obs_std(ds, path, cycles)
+    std = _obs_std(ds, path, start, cycles)
     qc = np.zeros(values.shape, dtype=np.int8)
     if "obs_qc" in ds:
-        qc = _obs_qc(ds, path, cycles)
+        qc = _obs_qc(ds, path, start, cycles)
     qc[(qc == QC_USED) & ~np.isfinite(values)] = QC_MISSING
 
     coords = _obs_locations(ds, path, model)
@@ -309,17 +412,14 @@ def _check_units(var: xr.DataArray, expected: str, path, what: str, name: str) -
         raise _bad(path, what, name, f"has units '{units}', model expects '{expected}'")
 
 
-def _check_time(ds, path, what: str, model, name: str, need: int, cycles: int, hint: str) -> None:
-    if name not in ds:
-        raise _bad(path, what, name, "is missing")
-    if "time" not in ds[name].dims:
-        raise _bad(path, what, name, f"has no 'time' dimension (dims {ds[name].dims})")
-    n = ds.sizes["time"]
-    if n < need:
-        raise _bad(path, what, name, f"holds {n} times; --cycles {cycles} needs {need} {hint}")
+def _times(ds, path, what: str, model) -> np.ndarray | None:
+    """The file's ``time`` coordinate, checked (finite, increasing, one cycle apart, the model's
+    units), or None when it has none."""
     if "time" not in ds.coords:
-        return
-    t = _numeric(ds["time"], path, what, "time")
+        return None
+    t = _numeric(ds["time"], path, what, "time").reshape(-1)
+    if t.size == 0:
+        return None
     if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
         raise _bad(path, what, "time", "is not finite and strictly increasing")
     step = np.diff(t)
@@ -328,6 +428,22 @@ def _check_time(ds, path, what: str, model, name: str, need: int, cycles: int, h
     units = ds["time"].attrs.get("units")
     if units is not None and str(units).split(" since ")[0].strip() != model.time_units:
         raise _bad(path, what, "time", f"has units '{units}', model expects '{model.time_units}'")
+    return t
+
+
+def _check_timed(ds, path, what: str, name: str) -> None:
+    if name not in ds:
+        raise _bad(path, what, name, "is missing")
+    if "time" not in ds[name].dims:
+        raise _bad(path, what, name, f"has no 'time' dimension (dims {ds[name].dims})")
+
+
+def _check_length(ds, path, what: str, name: str, start: int, need: int, cycles: int, hint: str, times) -> None:
+    _check_timed(ds, path, what, name)
+    n = ds.sizes["time"] - start
+    if n < need:
+        where = f" from time {times[start]:g}" if start and times is not None else ""
+        raise _bad(path, what, name, f"holds {n} times{where}; --cycles {cycles} needs {need} {hint}")
 
 
 def _field(ds, path, what: str, name: str, model, v: int, timed: bool) -> np.ndarray:
@@ -353,13 +469,13 @@ def _field(ds, path, what: str, name: str, model, v: int, timed: bool) -> np.nda
     return values
 
 
-def _obs_std(ds, path, cycles: int) -> np.ndarray:
+def _obs_std(ds, path, start: int, cycles: int) -> np.ndarray:
     if "obs_std" not in ds:
         raise _bad(path, "observations", "obs_std", "is missing")
     var = ds["obs_std"]
     std = _numeric(var, path, "observations", "obs_std")
     if var.dims == ("time", "obs"):
-        std = std[:cycles]
+        std = std[start:start + cycles]
         if not np.all(np.isfinite(std) & (std > 0)):
             raise _bad(path, "observations", "obs_std", "must be finite and > 0")
         if np.any(std != std[:1]):
@@ -372,11 +488,11 @@ def _obs_std(ds, path, cycles: int) -> np.ndarray:
     return np.ascontiguousarray(std, dtype=np.float64)
 
 
-def _obs_qc(ds, path, cycles: int) -> np.ndarray:
+def _obs_qc(ds, path, start: int, cycles: int) -> np.ndarray:
     var = ds["obs_qc"]
     if var.dims != ("time", "obs"):
         raise _bad(path, "observations", "obs_qc", f"has dims {var.dims}, expected ('time', 'obs')")
-    qc = _numeric(var, path, "observations", "obs_qc")[:cycles]
+    qc = _numeric(var, path, "observations", "obs_qc")[start:start + cycles]
     if not np.all(np.isin(qc, np.arange(len(QC_MEANINGS.split())))):
         raise _bad(path, "observations", "obs_qc", f"holds codes outside 0..{len(QC_MEANINGS.split()) - 1} ({QC_MEANINGS})")
     return qc.astype(np.int8)
