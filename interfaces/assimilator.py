@@ -48,6 +48,19 @@ class Assimilator(abc.ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     #: Ensemble size used when the user gives no ``--members`` (None: the harness default).
     preferred_members: ClassVar[int | None] = None
+    #: Defaults measured on one testbed, used over ``defaults`` when the method runs on that
+    #: model (``{"sw": {"zeta": 3.0}}``). Precedence: ``defaults`` < these < a suite's options <
+    #: ``--set``. Record only measured values, each model's with its source below.
+    model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Where each model's values in ``model_defaults`` were measured (file, seeds, setup).
+    model_defaults_source: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def defaults_for(cls, model: str, given: dict[str, Any]) -> dict[str, Any]:
+        """The ``model_defaults`` that apply on ``model`` when the caller gave ``given`` (the
+        options set explicitly). A method whose tuned value holds only with another option's
+        default (3D-Var's B scale, tuned for one B source) overrides this to drop it."""
+        return dict(cls.model_defaults.get(model, {}))
 
     def __init__(self, **options: Any):
         self.options = resolve(self.defaults, options, f"method '{self.name}'")

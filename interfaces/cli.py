@@ -113,15 +113,24 @@ def print_summary(summary: dict, as_json: bool) -> None:
 
 
 def cmd_methods(args, registry) -> int:
+    from .registry import model_default_table
+
     rows = [(n, e.description, e.plugin) for n, e in sorted(registry.assimilators.items())]
+    tables = {n: model_default_table(registry, n) for n, _, _ in rows}  # per-model defaults, with sources
     if args.json:
-        print(json.dumps([{"name": n, "description": d, "plugin": p} for n, d, p in rows]))
+        print(json.dumps([{"name": n, "description": d, "plugin": p, "model_defaults": tables[n]} for n, d, p in rows]))
     else:
         width = max((len(n) for n, _, _ in rows), default=4)
         pwidth = max((len(p) for _, _, p in rows), default=6)
         print(f"{'name':<{width}}  {'plugin':<{pwidth}}  description")
         for n, d, p in rows:
             print(f"{n:<{width}}  {p:<{pwidth}}  {d}")
+            indent = " " * (width + pwidth + 6)  # under the description: defaults on one model
+            if "error" in tables[n]:
+                print(f"{indent}model defaults broken: {tables[n]['error']}")
+                continue
+            for model, entry in tables[n].items():
+                print(f"{indent}on {model}: " + ", ".join(f"{k}={v}" for k, v in entry["options"].items()))
     return 0
 
 

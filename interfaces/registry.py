@@ -186,10 +186,60 @@ def report_problems(registry: Registry, stream=None) -> None:
         print(f"da-harness: warning: plugin '{plugin}' skipped: {reason}", file=stream)
 
 
-def instantiate_method(registry: Registry, name: str, options: dict[str, Any]):
+def model_defaults(registry: Registry, name: str, model: str | None, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options method ``name`` takes by default on ``model`` beyond its class ``defaults``
+    (its ``model_defaults`` entry, as narrowed by ``defaults_for`` for the ``given`` options).
+    A table naming an undeclared option, a value of another type than the declared default's,
+    or a value without a source is the plugin's error."""
+    entry = registry.assimilator(name)
+    factory = entry.factory
+    if model is None or not hasattr(factory, "defaults_for"):
+        return {}  # plain factories declare no per-model table
+    values = factory.defaults_for(model, dict(given or {}))
+    declared = getattr(factory, "defaults", {})
+    culprit = f"method '{name}' (plugin '{entry.plugin}')"
+    for key, value in values.items():
+        if key not in declared:
+            raise PluginError(f"{culprit} has a default for unknown option '{key}' on model '{model}'; "
+                              f"valid options: {', '.join(sorted(declared)) or '(none)'}")
+        default = declared[key]
+        if default is None:
+            continue
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = value = float(value)  # 3 and 3.0 must name the same job
+        if type(value) is not type(default):
+            raise PluginError(f"{culprit} has a {type(value).__name__} default for option '{key}' on model "
+                              f"'{model}', but the option is {type(default).__name__}")
+    if values and not getattr(factory, "model_defaults_source", {}).get(model):
+        raise PluginError(f"{culprit} has defaults for model '{model}' without a model_defaults_source entry")
+    return values
+
+
+def model_default_table(registry: Registry, name: str) -> dict[str, Any]:
+    """For listings: {model: {"options": {...}, "source": "..."}} for every model on which method
+    ``name`` has its own defaults, or {"error": "..."} when its table breaks the contract."""
+    try:
+        factory = registry.assimilator(name).factory
+        return {model: {"options": model_defaults(registry, name, model),
+                        "source": getattr(factory, "model_defaults_source", {}).get(model, "")}
+                for model in sorted(getattr(factory, "model_defaults", None) or {})}
+    except PluginError as exc:
+        return {"error": str(exc)}
+
+
+def effective_options(registry: Registry, name: str, model: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` over the method's defaults for ``model`` (class defaults < model defaults <
+    given options), as the method will receive them. Only keys the method's table holds are
+    added, so a job's options stay short and its hash changes when that table does."""
+    return {**model_defaults(registry, name, model, options), **options}
+
+
+def instantiate_method(registry: Registry, name: str, options: dict[str, Any], model: str | None = None):
+    """Build method ``name`` with ``options`` over its defaults for ``model`` (None: the class
+    defaults only)."""
     entry = registry.assimilator(name)
     try:
-        return entry.factory(**options)
+        return entry.factory(**effective_options(registry, name, model, options))
     except UsageError:
         raise
     except TypeError as exc:
