@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from interfaces.cache import progress_bar
 from interfaces.covariance import BackgroundCovariance, DenseCovariance
 from interfaces.errors import UsageError
 
@@ -50,34 +51,42 @@ def climatological_anomalies(climatology: torch.Tensor) -> torch.Tensor:
 
 
 def nmc_differences(model, climatology: torch.Tensor, lead: int, perturbation: float,
-                    generator: torch.Generator, samples: int = 500) -> torch.Tensor:
+                    generator: torch.Generator, samples: int = 500, bar=None) -> torch.Tensor:
     """Differences of ``lead``-cycle forecasts from perturbed and unperturbed climatological
     states (``samples`` of them, evenly spaced, to bound the cost of the forecasts); the
-    perturbation std is ``perturbation`` times each value's climatological std."""
+    perturbation std is ``perturbation`` times each value's climatological std. ``bar`` (a
+    progress bar) advances by one per batched forecast."""
     std = climatology.to(torch.float64).std(0)
     step = max(1, climatology.shape[0] // max(samples, 2))
     clim = climatology[::step][:samples].to(torch.float64)
     noise = torch.randn(clim.shape, generator=generator, dtype=torch.float64) * std * perturbation
     a, b = clim, clim + noise
     for _ in range(lead):  # independent model noise (if the model has any) in each forecast
-        a, b = model.forecast(a, generator), model.forecast(b, generator)
+        a = model.forecast(a, generator)
+        b = model.forecast(b, generator)
+        if bar is not None:
+            bar.update(2)
     diff = b - a
     return diff - diff.mean(0)
 
 
 def estimate(model, climatology: torch.Tensor, source: str = "climatology", scale: float = 1.0,
              lead: int = 2, perturbation: float = 0.1, generator: torch.Generator | None = None,
-             samples: int = 500) -> BackgroundCovariance:
-    """The static B of ``model`` from samples of ``source`` ('climatology' or 'nmc'), times ``scale``."""
+             samples: int = 500, progress: bool = False) -> BackgroundCovariance:
+    """The static B of ``model`` from samples of ``source`` ('climatology' or 'nmc'), times
+    ``scale``; with ``progress``, under a progress bar (the NMC forecasts take a minute on the sphere)."""
     if scale <= 0:
         raise UsageError(f"B scale must be positive, got {scale}")
-    if source == "climatology":
-        samples = climatological_anomalies(climatology)
-    elif source == "nmc":
-        samples = nmc_differences(model, climatology, lead, perturbation, generator or torch.Generator(), samples)
-    else:
+    if source not in ("climatology", "nmc"):
         raise UsageError(f"unknown B source '{source}'; valid sources: climatology, nmc")
-    own = model.static_covariance(samples, scale)
+    forecasts = 2 * lead if source == "nmc" else 0
+    with progress_bar(forecasts + 1, f"3dvar: {source} B on {model.name}", progress, "step") as bar:
+        if source == "climatology":
+            samples = climatological_anomalies(climatology)
+        else:
+            samples = nmc_differences(model, climatology, lead, perturbation, generator or torch.Generator(), samples, bar)
+        own = model.static_covariance(samples, scale)
+        bar.update(1)
     if own is not None:
         return own
     flat = samples.reshape(samples.shape[0], -1)

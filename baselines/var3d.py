@@ -11,6 +11,8 @@ deterministic method given an ensemble keeps one analysis per member.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from interfaces.assimilator import Assimilator
@@ -45,13 +47,17 @@ class Scaled:
         return self.root * self.inner.sqrt_t(x)
 
 
-def conjugate_gradient(apply_A, b: torch.Tensor, tol: float, max_iter: int) -> tuple[torch.Tensor, int]:
+def conjugate_gradient(apply_A, b: torch.Tensor, tol: float, max_iter: int,
+                       info: dict | None = None) -> tuple[torch.Tensor, int]:
     """Solve A x = b for a batch of right-hand sides (batch, n) with A symmetric positive
-    definite; stops when every |r| <= tol |b|. Returns x and the iteration count."""
+    definite; stops when every |r| <= tol |b|, or after ``max_iter`` iterations. Returns x and
+    the iteration count; ``info``, if given, receives ``converged`` (every |r| <= tol |b|) and
+    ``residual`` (the largest |r| / |b|), so that stopping at max_iter is never silent."""
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = (r * r).sum(1)
+    rs0 = rs.clone()
     target = tol**2 * rs
     it = 0
     while it < max_iter and bool((rs > target).any()):
@@ -64,6 +70,9 @@ def conjugate_gradient(apply_A, b: torch.Tensor, tol: float, max_iter: int) -> t
         p = r + (rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny))[:, None] * p
         rs = rs_new
         it += 1
+    if info is not None:
+        info["converged"] = bool((rs <= target).all())
+        info["residual"] = float(torch.where(rs0 > 0, rs / rs0.clamp_min(torch.finfo(b.dtype).tiny), 0.0).max().sqrt())
     return x, it
 
 
@@ -106,6 +115,9 @@ class Var3D(Assimilator):
             raise UsageError(f"unknown B source '{self.options['b_source']}'; valid sources: {', '.join(self.default_scales)}")
         self.covariance = None  # a BackgroundCovariance; tests may set the exact one
         self._diag: dict[str, float] = {}
+        self._cg: dict = {}  # the last conjugate-gradient solve: converged, residual
+        self._analyses = 0
+        self._warned_cg = False
         # Running sums of the innovation excess and of tr(R^-1 H B H^T), and the cycle count.
         self._fit = {"excess": 0.0, "trace": 0.0, "cycles": 0}
 
@@ -116,7 +128,7 @@ class Var3D(Assimilator):
         # Estimated on the CPU (it runs the model's forecasts), then kept on the run's device.
         covariance = static_b.estimate(
             context.model, context.climatology, o["b_source"], scale,
-            o["nmc_lead"], o["nmc_perturbation"], context.generator, o["nmc_samples"],
+            o["nmc_lead"], o["nmc_perturbation"], context.generator, o["nmc_samples"], progress=context.progress,
         )
         self.covariance = to_device(covariance, context.device)
 
@@ -143,6 +155,10 @@ class Var3D(Assimilator):
         misfit = (y - operator.apply(xa)) * inv_std
         cost = 0.5 * ((v * v).sum() + (misfit * misfit).sum()) / members
         self._diag = {"iterations": float(iters), "cost": float(cost), "b_factor": factor}
+        self._analyses += 1
+        if operator.linear:
+            self._diag.update(cg_iterations=float(iters), cg_converged=float(self._cg["converged"]))
+            self._warn_unconverged()
         return to_cpu(xa.reshape(background.shape), like=background)
 
     def _adapt(self, S, xb, y, inv_std, operator, probes: int = 32) -> float:
@@ -177,7 +193,19 @@ class Var3D(Assimilator):
             return v + S.sqrt_t(adjoint(operator, operator.apply(S.sqrt(v)) * w))
 
         rhs = S.sqrt_t(adjoint(operator, d * w))
-        return conjugate_gradient(hessian, rhs, self.options["tol"], self.options["max_iter"])
+        self._cg = {}
+        return conjugate_gradient(hessian, rhs, self.options["tol"], self.options["max_iter"], self._cg)
+
+    def _warn_unconverged(self) -> None:
+        """One stderr line, the first time CG stops at max_iter (diag_cg_converged counts the rest)."""
+        if self._cg["converged"] or self._warned_cg:
+            return
+        self._warned_cg = True
+        o = self.options
+        print(f"3dvar: warning: conjugate gradient stopped at max_iter={o['max_iter']} without converging at "
+              f"analysis {self._analyses} (relative residual {self._cg['residual']:.1e} > tol {o['tol']:g}); "
+              f"the analyses are approximate; raise --set max_iter (diag_cg_converged is the fraction of "
+              f"cycles that converged)", file=sys.stderr)
 
     def _solve_nonlinear(self, S, xb, y, inv_std, operator):
         v = torch.zeros(xb.shape[0], S.n_ctrl, dtype=torch.float64, device=xb.device, requires_grad=True)

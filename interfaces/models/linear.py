@@ -2,6 +2,18 @@
 
 M is a damped rotation of a smooth field on a ring (advection with slight decay), so the system
 is stable and has a Gaussian climatology with covariance solving P = M P M^T + Q.
+
+What the testbed means (the setting of the Kalman filter, ``baselines/kalman.py``):
+- the truth is the stochastic system: each step adds model noise q ~ N(0, Q) (``truth_run``);
+- a forecast propagates a distribution, not a realisation. A one-member forecast is the
+  forecast *mean* of a deterministic method (3D-Var, the free run): M x, with no noise, as the
+  Kalman filter's mean forecast. Adding a noise draw to it would only add error that no
+  method could remove, and 3D-Var would no longer be comparable with the Kalman filter;
+- an ensemble's members (two or more) each get an independent draw of q, as the stochastic
+  EnKF theory requires, so that the ensemble covariance forecasts M P M^T + Q.
+So ``run --model linear --method 3dvar`` with B the steady Kalman forecast covariance is the
+steady Kalman filter (tests/test_linear_testbed.py), and an N-member EnKF approaches the Kalman
+filter as N grows.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ def _smooth_covariance(n: int, length: float, variance: float) -> torch.Tensor:
 
 class LinearGaussian(RingModel):
     name = "linear"
-    description = "linear-Gaussian advection on a ring with additive noise (Kalman filter is exact)"
+    description = "linear-Gaussian advection on a ring, noise in the truth and ensembles (Kalman filter is exact)"
     defaults = {"size": 10, "damping": 0.95, "shift": 0.3, "noise_std": 0.3, "noise_length": 2.0}
     variables = ("x",)
     units = ("1",)
@@ -59,11 +71,24 @@ class LinearGaussian(RingModel):
         return 0.5 * (P + P.T)
 
     def forecast(self, ensemble, generator=None):
+        """M x for every member; members of an ensemble (two or more) also get model noise from
+        ``generator``, a single member (a deterministic method's mean) does not."""
         x = ensemble @ self.M.T
-        if generator is not None:
-            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64) @ self._Q_chol.T
-            x = x + noise
+        if generator is not None and ensemble.shape[0] > 1:
+            x = x + self._noise(x.shape, generator)
         return x
+
+    def _noise(self, shape, generator):
+        return torch.randn(shape, generator=generator, dtype=torch.float64) @ self._Q_chol.T
+
+    def truth_run(self, cycles, generator):
+        """The stochastic truth: M x plus a draw of the model noise q ~ N(0, Q) every step."""
+        x = self.initial_states(1, generator)[0]
+        states = [x]
+        for _ in range(cycles):
+            x = x @ self.M.T + self._noise(x.shape, generator)
+            states.append(x)
+        return torch.stack(states)
 
     def initial_states(self, n, generator):
         L = torch.linalg.cholesky(self.P_clim)
