@@ -20,7 +20,7 @@ from .provenance import code_commit
 
 LABELS = {
     "analysis_rmse": "RMSE a", "rmse_minus_best": "RMSE a − best (paired)", "background_rmse": "RMSE b", "spread_skill": "spread/skill",
-    "crps": "CRPS", "omb_rms": "O-B rms", "oma_rms": "O-A rms", "train_seconds": "train s",
+    "crps": "CRPS", "omb_norm": "O-B/σo rms", "oma_norm": "O-A/σo rms", "omb_rms": "O-B rms", "oma_rms": "O-A rms", "train_seconds": "train s",
     "prepare_seconds": "prepare s", "seconds_per_cycle": "s/cycle", "peak_memory_mb": "peak MB",
 }
 #: Columns shown without an interval: costs depend on the machine's load, not on the seed.
@@ -98,21 +98,71 @@ def _sig(x: float, digits: int) -> str:
 
 def markdown_table(table: dict) -> str:
     cols = table["columns"]
-    head = ["method", "members", "seeds", *map(label, cols)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    time_col = "analysis_rmse" in cols
+    head = ["method", "members", "seeds", "stationary"]
+    for c in cols:
+        head.append(label(c))
+        if c == "analysis_rmse" and time_col:
+            head.append("± time (AR1)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:", "---"] + ["---:"] * (len(head) - 4)) + "|"]
     for row in table["rows"]:
         seeds = str(row["seeds"]) + (f" ({row['failed']} failed)" if row["failed"] else "")
-        cells = [row["method"], str(row["members"] or "–"), seeds]
-        cells += [_fmt(row[c], row.get(f"{c}_ci95"), c in COSTS) for c in cols]
+        cells = [row["method"], str(row["members"] or "–"), seeds, _stationary_cell(row)]
+        for c in cols:
+            cells.append(_fmt(row[c], row.get(f"{c}_ci95"), c in COSTS))
+            if c == "analysis_rmse" and time_col:
+                half = row.get("analysis_rmse_time_ci95")
+                cells.append(f"± {_sig(half, 2)}" if half is not None and math.isfinite(half) else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _stationary_cell(row: dict) -> str:
+    """'yes', 'no (k of n seeds trend)' or '–' when the windows were too short to test."""
+    if row.get("stationary") is None:
+        return "–"
+    flagged = row.get("nonstationary_seeds") or 0
+    text = "yes" if row["stationary"] else "**no**"
+    return text + (f" ({flagged}/{row['seeds']} seeds)" if flagged else "")
+
+
+def table_notes(table: dict) -> str:
+    """Lines under a table: stationarity, seeds and the tuned options applied."""
+    notes = []
+    if any(r.get("stationary") is False for r in table["rows"]):
+        names = ", ".join(f"{r['method']} ({r['trend_relative_change']:+.0%} over the window)"
+                          for r in table["rows"] if r.get("stationary") is False)
+        notes.append(f"Not stationary: {names}. Their scored window still trends (log analysis RMSE against "
+                     "cycle, AR(1)-corrected, seeds pooled, 5 % level): the mean depends on the window; "
+                     "lengthen the burn-in or the run.")
+    if table.get("scored_seeds") is not None:
+        seeds = ", ".join(map(str, table["scored_seeds"]))
+        tuning = ", ".join(map(str, table.get("tuning_seeds") or [])) or "none declared"
+        notes.append(f"Scored seeds: {seeds}; tuning seeds: {tuning}.")
+    tuned = [f"{r['method']} " + ", ".join(f"{k}={v}" for k, v in r["tuned"].items())
+             for r in table["rows"] if r.get("tuned")]
+    if tuned:
+        notes.append("Tuned options applied: " + "; ".join(tuned) + ".")
+    return "\n\n".join(notes)
+
+
 def paired_lines(table: dict) -> str:
     """The requested pairs as one line: 'a − b: mean ± half (n seeds)'; negative favours a."""
-    items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} ({p['seeds']} seed{'s' if p['seeds'] != 1 else ''})"
-             for p in table["pairs"]]
-    return "Paired RMSE a differences (seed by seed, negative favours the first): " + "; ".join(items) + "."
+    m = len(table["pairs"])
+
+    def p_text(p):
+        value = p.get("p_holm") if m > 1 else p.get("p")
+        if value is None or not math.isfinite(value):
+            return ""
+        return f", p{'(Holm)' if m > 1 else ''} {'< 0.001' if value < 0.001 else f'= {value:.2g}'}"
+
+    items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} "
+             f"({p['seeds']} seed{'s' if p['seeds'] != 1 else ''}{p_text(p)})" for p in table["pairs"]]
+    text = "Paired RMSE a differences (seed by seed, negative favours the first): " + "; ".join(items) + "."
+    if m > 1:
+        text += (f" With {m} pairs in this table, p-values are Holm-adjusted and the intervals are at the "
+                 f"Bonferroni level 1 − 0.05/{m}, so that all {m} hold together with 95 % confidence.")
+    return text
 
 
 def table_title(table: dict) -> str:
@@ -134,11 +184,17 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              "observation-space departures. RMSE a − best (paired): this method's analysis RMSE minus that of the table's "
              "best method, seed by seed (both saw the same truth and observations), mean ± 95 % interval; an interval "
              "that excludes 0 separates the two even when their own intervals overlap. train s: the time the method's trained state took to train (recorded with the checkpoint, also when it was read from the cache); "
-             "peak MB: peak resident memory of the process that ran the job (shared by the jobs of one worker).", ""]
+             "peak MB: peak resident memory of the process that ran the job (shared by the jobs of one worker). "
+             "stationary: whether the scored windows show no trend in log analysis RMSE against cycle (per seed, "
+             "slope error corrected for AR(1) autocorrelation; the seeds' p-values pooled by Fisher's method; 5 % "
+             "level), with the seeds flagged one by one. ± time (AR1): the 95 % half-width of RMSE a that the finite "
+             "scored windows alone explain (each run's time mean with an AR(1)-inflated standard error, as in DAPPER).", ""]
     for t in tables:
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
         if t.get("pairs"):
             parts += [paired_lines(t), ""]
+        if table_notes(t):
+            parts += [table_notes(t), ""]
     if failed:
         parts += ["## Failed jobs", ""]
         parts += [f"- {r['job']['method']} on {r['job']['model']} ({r['job']['obs']}, seed {r['job']['seed']}): "
@@ -148,7 +204,8 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
 
 def write_csv(table: dict, path: Path) -> None:
     cols = table["columns"]
-    fields = ["model", "obs", "method", "members", "seeds", "failed"] + [x for c in cols for x in (c, f"{c}_ci95")]
+    fields = (["model", "obs", "method", "members", "seeds", "failed", "stationary", "nonstationary_seeds", "trend_p",
+               "analysis_rmse_time_ci95"] + [x for c in cols for x in (c, f"{c}_ci95")])
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -188,7 +245,8 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
     for t in tables:
         stem = str(out / t["name"])  # names hold dots (random:0.05): no with_suffix
         pairs = f"\n{paired_lines(t)}\n" if t.get("pairs") else ""
-        (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n{pairs}")
+        notes = f"\n{table_notes(t)}\n" if table_notes(t) else ""
+        (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n{pairs}{notes}")
         write_csv(t, csv_path := Path(f"{stem}.csv"))
         write_netcdf(t, nc := Path(f"{stem}.nc"), head)
         files += [md, csv_path, nc]

@@ -159,7 +159,9 @@ def test_tables_have_the_promised_columns(serial_sweep):
     assert [r["method"] for r in rows] == ["free", "climatology", "3dvar"]
     assert float(rows[2]["analysis_rmse_ci95"]) == pytest.approx(table["rows"][2]["analysis_rmse_ci95"])
     md = (out / "lorenz96-every2.md").read_text()
-    assert "| method | members | seeds | RMSE a | RMSE a − best (paired) | RMSE b |" in md and "O-A rms" in md and " ± " in md
+    assert ("| method | members | seeds | stationary | RMSE a | ± time (AR1) | RMSE a − best (paired) | RMSE b |" in md
+            and "O-A rms" in md and " ± " in md)
+    assert "Scored seeds: 0, 1; tuning seeds: none declared." in md
     import xarray as xr
 
     with xr.open_dataset(out / "lorenz96-every2.nc") as ds:
