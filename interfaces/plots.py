@@ -206,6 +206,10 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda y, _: f"{y:g}")
+    sparse = FuncFormatter(lambda y, _: f"{y:g}" if f"{y:.0e}"[0] in "235" else "")  # minor ticks: 2, 3, 5 only
 
     loaded = {m: [_open(s) for s in (srcs if isinstance(srcs, (list, tuple)) else [srcs])] for m, srcs in runs.items()}
     loaded = {m: ds for m, ds in loaded.items() if ds}
@@ -245,6 +249,8 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
         if burn_in:
             ax.axvspan(-0.5, burn_in - 0.5, color="0.88", zorder=0, lw=0)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)  # 0.6, not 6 x 10^-1
+        ax.yaxis.set_minor_formatter(sparse)
         ax.set_xlabel("cycle")
         ax.set_ylabel(_score_label(first, variable))
         ax.set_title("overall" if variable is None and panels[1:] else (variable or ""), fontsize=10)
@@ -259,7 +265,7 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
         handles.append(Line2D([], [], color="k", ls=":", lw=1.2, label="observation-error std"))
     if burn_in:
         handles.append(Patch(color="0.88", label=f"burn-in ({burn_in} cycles, not scored)"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
+    fig.legend(handles=handles, loc="outside right center", fontsize="small", frameon=False)
     fig.suptitle(title or "RMSE per cycle", fontsize=10)
     if out is not None:
         fig.savefig(out, dpi=100)
@@ -371,9 +377,13 @@ def compare_maps(runs: Mapping[str, Any], out=None, cycle: int = -1, variable: s
         axes[0, 0].set_title(f"truth and observations, {name}", fontsize=9)
         axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
         axes[0, 1].axis("off")
+        axes[0, 1].text(0, 0.9, "Left: each method's analysis (blue) over the truth (grey dashed).\n"
+                        "Right: analysis − truth on one y-scale set by the methods that\nassimilate; "
+                        "ticks on the zero line mark the observed sites.", fontsize=8, va="top",
+                        transform=axes[0, 1].transAxes)
         for row, (method, f) in enumerate(fields.items(), start=1):
-            axes[row, 0].plot(x, f["truth"], color="0.6", lw=1, ls="--")
-            axes[row, 0].plot(x, f["analysis"], color="C0", lw=1.2)
+            axes[row, 0].plot(x, f["truth"], color="0.6", lw=1, ls="--", label="truth")
+            axes[row, 0].plot(x, f["analysis"], color="C0", lw=1.2, label="analysis")
             axes[row, 1].axhline(0, color="0.6", lw=0.8)
             axes[row, 1].plot(x, errors[method], color="C3", lw=1.2)
             if f["sites"] is not None:  # observed sites as ticks on the zero line
