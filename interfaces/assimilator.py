@@ -26,13 +26,18 @@ class Context:
     #: States from a long model run, independent of the experiment's truth.
     climatology: torch.Tensor
     members: int
-    #: Experiment settings (cycles, burn_in, seed, obs spec, ...), read-only by convention.
+    #: Experiment settings (cycles, burn_in, obs spec, options, members, train_steps...),
+    #: read-only by convention. Never the experiment's seed nor its truth or observations
+    #: files: nothing here reproduces the truth or the observation noise.
     settings: dict[str, Any] = field(default_factory=dict)
     cache_dir: Path = Path(".cache")
     #: The method's own random stream; every random draw of a method must come from it.
     generator: torch.Generator = field(default_factory=torch.Generator)
     device: torch.device = torch.device("cpu")
     progress: bool = False
+    #: An integer seed for the method's own use (e.g. a library that wants an int), drawn from
+    #: a stream of its own: it differs between experiment seeds but does not reveal them.
+    method_seed: int = 0
 
 
 class Assimilator(abc.ABC):

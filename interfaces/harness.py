@@ -32,6 +32,8 @@ def default_cache() -> Path:
     return Path(os.environ.get("DA_HARNESS_CACHE") or Path.home() / ".cache" / "da-harness")
 
 CLIMATOLOGY_SIZE = 2000
+#: Experiment settings a method's Context never holds: each would let it regenerate the truth.
+HIDDEN_FROM_METHODS = ("seed", "truth_file", "observations_file")
 
 
 @dataclass
@@ -164,11 +166,14 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
         obs_qc = torch.zeros(obs_values.shape, dtype=torch.int8)
         obs_qc[~torch.isfinite(obs_values)] = 1
 
+    # What reproduces the truth or the observation noise (the seed, the input files) stays here.
+    settings = {k: v for k, v in exp.settings().items() if k not in HIDDEN_FROM_METHODS}
     context = Context(
         model=model, operator=operator, climatology=climatology, members=members,
-        settings={**exp.settings(), "members": members, "train_steps": exp.train_steps},
+        settings={**settings, "members": members, "train_steps": exp.train_steps},
         cache_dir=cache_dir, generator=_stream(exp.seed, "method"),
         device=torch.device(exp.device), progress=exp.progress,
+        method_seed=int(torch.randint(0, 2**62, (1,), generator=_stream(exp.seed, "method-seed"))),
     )
     return Setup(exp, model, method, operator, truth, obs_values, obs_std, obs_qc, climatology,
                  members, context, registry)

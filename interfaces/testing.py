@@ -57,8 +57,9 @@ class _Checker:
 
     def context(self) -> Context:
         return Context(model=self.model, operator=self.operator, climatology=self.climatology,
-                       members=self.members, settings={"seed": self.seed, "members": self.members},
-                       cache_dir=self.cache, generator=torch.Generator().manual_seed(self.seed))
+                       members=self.members, settings={"members": self.members},
+                       cache_dir=self.cache, generator=torch.Generator().manual_seed(self.seed),
+                       method_seed=self.seed)
 
     def method(self) -> Assimilator:
         """A fresh, prepared instance; its Context is kept in ``self.ctx``."""

@@ -8,8 +8,11 @@ import pytest
 import torch
 import xarray as xr
 
-from interfaces.errors import DataError
+from interfaces import harness, io
+from interfaces import registry as registry_mod
+from interfaces.assimilator import Assimilator
 from interfaces.harness import Experiment, run_experiment
+from interfaces.hookspecs import hookimpl
 
 CYCLES = 12
 
@@ -113,3 +116,61 @@ def test_truth_initial_with_times_out_of_step_is_refused(reference, tmp_path, cl
                        "--observations", folder / "run.nc", "--no-progress")
     assert code == 1
     one_error_line(err, "with 'truth_initial' it must start at the first analysis time 0.05")
+
+
+# --- 7. nothing in a method's Context reproduces the truth -----------------------------------------
+
+class TruthPeeker(Assimilator):
+    """A plugin that tries to regenerate the experiment's truth from what its Context holds (the
+    seed in ``settings``, as before the fix, or the truth file) and returns it as its analysis."""
+
+    name = "truth-peeker"
+    description = "cheats if it can"
+
+    def prepare(self, context):
+        super().prepare(context)
+        self.stolen = None
+        settings = context.settings
+        if settings.get("truth_file"):
+            self.stolen = io.load_truth(settings["truth_file"], context.model, settings["cycles"])
+        elif "seed" in settings:
+            gen = harness._stream(settings["seed"], "truth")
+            self.stolen = context.model.truth_run(settings["cycles"], gen).to(torch.float64)
+        self.k = 0
+
+    def assimilate(self, background, observations, operator):
+        self.k += 1
+        if self.stolen is None:
+            return background.clone()
+        return self.stolen[self.k].expand_as(background).clone()
+
+
+class PeekerPlugin:
+    @hookimpl
+    def da_harness_register(self, registry):
+        registry.add_assimilator(TruthPeeker)
+
+
+@pytest.fixture(scope="module")
+def peeker_registry():
+    return registry_mod.build_registry(extra_plugins=[("truth-peeker", PeekerPlugin())])
+
+
+@pytest.mark.parametrize("source", ["seed", "truth_file"])
+def test_a_plugin_cannot_regenerate_the_truth_from_its_context(peeker_registry, reference, source):
+    folder, _ = reference
+    exp = Experiment(method="truth-peeker", cycles=CYCLES, seed=3,
+                     truth_file=str(folder / "run.nc") if source == "truth_file" else None)
+    s = harness.setup(exp, peeker_registry)
+    assert not {"seed", "truth_file", "observations_file"} & set(s.context.settings)
+    res = run_experiment(Experiment(method="truth-peeker", cycles=CYCLES, seed=3, truth_file=exp.truth_file),
+                         peeker_registry)
+    assert res.setup.method.stolen is None
+    assert res.summary["analysis_rmse"] > 0.5  # the free run's error, not the truth's zero
+
+
+def test_the_method_seed_differs_between_seeds_and_is_not_the_seed(peeker_registry):
+    seeds = [harness.setup(Experiment(method="truth-peeker", cycles=2, seed=k), peeker_registry).context.method_seed
+             for k in (0, 1, 0)]
+    assert seeds[0] == seeds[2] and seeds[0] != seeds[1]
+    assert seeds[0] not in (0, 1) and seeds[1] not in (0, 1)
