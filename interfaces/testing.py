@@ -13,6 +13,13 @@ observations are unused (the analysis does not change when their values do, and 
 analysis from an observation set built directly from the used values); the same Context seed gives
 the same analysis; a state_dict, pickled as the harness does, resumes to the same next analysis.
 It returns a report dict, or raises AssertionError naming the method and the failed check.
+
+A method that cannot handle a setup (say, a nonlinear observation operator) refuses it in
+``prepare`` by raising a one-line ``interfaces.errors.UsageError`` naming what it needs; the
+harness prints that line and exits with code 2. ``check_assimilator`` reports such a refusal as
+an AssertionError that starts "refused:", since nothing could be checked; when the refusal is
+intended, pass ``refuses="words of the message"`` and the check instead asserts that prepare
+refuses with a one-line UsageError containing them (and fails if the method accepts the setup).
 """
 
 from __future__ import annotations
@@ -25,7 +32,16 @@ from typing import Any, Callable
 import torch
 
 from .assimilator import Assimilator, Context
+from .errors import UsageError
 from .observations import QC_BACKGROUND, Observations, build_operator
+
+
+class _Refusal(AssertionError):
+    """prepare raised a UsageError: the method declined the setup."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class _Checker:
@@ -70,6 +86,10 @@ class _Checker:
         self.ctx = self.context()
         try:
             method.prepare(self.ctx)
+        except UsageError as exc:
+            raise _Refusal(f"check_assimilator: method '{self.name}' refused: {exc} (model '{self.model.name}', "
+                           f"obs '{self.operator.spec}'); pass refuses='<words of the message>' if this setup "
+                           "is meant to be refused", str(exc)) from exc
         except Exception as exc:  # noqa: BLE001
             raise self.fail("prepare", f"{type(exc).__name__}: {exc}") from exc
         return method
@@ -118,20 +138,40 @@ def check_assimilator(
     seed: int = 0,
     cache_dir: str | None = None,
     registry=None,
+    refuses: str | None = None,
 ) -> dict[str, Any]:
     """Run the contract checks on ``factory`` (an Assimilator subclass, or any callable taking
     ``**options`` and returning one) on ``model`` (a registered name or a Model instance).
 
     ``members`` defaults to the method's ``preferred_members``, else 10; ``obs`` is an ``--obs``
     spec. Returns {"method", "model", "members", "n_obs", "checks", "seconds"}.
+
+    ``refuses``: the setup is meant to be refused. ``prepare`` must raise a one-line UsageError
+    containing this text; the report then holds "refused" (the message) and checks ["refusal"].
+    Without it, a refusal raises an AssertionError starting "check_assimilator: method 'x' refused:".
     """
     t0 = time.perf_counter()
     c = _Checker(factory, model, obs, members, options, seed, cache_dir, registry)
     std = c.operator.std
     checks = []
 
+    # A refusal in prepare: expected (checked, reported) or not (an AssertionError saying so).
+    try:
+        a = c.method()
+    except _Refusal as refusal:
+        if refuses is None:
+            raise
+        if len(refusal.reason.strip().splitlines()) != 1:
+            raise c.fail("refusal", f"the UsageError from prepare must be one line, got {refusal.reason!r}") from refusal
+        if refuses not in refusal.reason:
+            raise c.fail("refusal", f"refused with '{refusal.reason}', which does not contain '{refuses}'") from refusal
+        return {"method": c.name, "model": c.model.name, "members": c.members, "n_obs": c.operator.n_obs,
+                "checks": ["refusal"], "refused": refusal.reason, "seconds": time.perf_counter() - t0}
+    if refuses is not None:
+        raise c.fail("refusal", f"expected prepare to refuse this setup ('{refuses}') but it accepted it "
+                     f"(model '{c.model.name}', obs '{c.operator.spec}')")
+
     # Shapes, dtype, finiteness and untouched inputs, on the full observation set.
-    a = c.method()
     first = c.cycle(a, 0, Observations.from_values(c.values[0], std))
     checks += ["shape", "dtype", "finite", "inputs untouched"]
     diag = a.diagnostics()
