@@ -138,6 +138,7 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
 
     model = build_model(registry, exp.model, exp.model_options, cache_dir)
     model.progress = exp.progress  # spin-up and climatology bars (interfaces/cache.py)
+    model.progress = exp.progress  # spin-up and climatology bars (interfaces/cache.py)
     method = instantiate_method(registry, exp.method, exp.method_options, model=exp.model)
     entry = registry.assimilator(exp.method)
     members = exp.members or getattr(entry.factory, "preferred_members", None) or 20
@@ -313,7 +314,9 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
     all_used = bool((s.obs_qc == QC_USED).all()) and exp.qc_background == 0
     for k in range(start, exp.cycles):
         c0 = time.perf_counter()
-        background = s.model.forecast(ensemble, forecast_gen)
+        # Model noise (if the model has any) goes to ensemble members; a one-member run is a
+        # deterministic method, whose forecast is the mean (interfaces/models/linear.py).
+        background = s.model.forecast(ensemble, forecast_gen if s.members > 1 else None)
         obs = Observations.from_values(s.obs_values[k], s.obs_std, s.obs_qc[k])
         if exp.qc_background > 0:
             background_check(obs, background, s.operator, exp.qc_background)

@@ -17,23 +17,27 @@ from interfaces.registry import Entry, Registry, get_registry
 F64 = torch.float64
 
 
-def test_one_member_forecast_is_the_mean_and_members_get_model_noise():
+def test_forecast_noise_comes_only_with_a_generator():
     model = LinearGaussian()
     gen = torch.Generator().manual_seed(0)
     x = model.initial_states(1, gen)
-    torch.testing.assert_close(model.forecast(x, gen), x @ model.M.T, rtol=0, atol=0)
+    torch.testing.assert_close(model.forecast(x), x @ model.M.T, rtol=0, atol=0)
     # 20000 members from one state: their spread is the model noise, covariance Q.
     ens = model.forecast(x.expand(20000, -1).clone(), gen)
-    cov = torch.cov(ens.T)
-    assert torch.linalg.norm(cov - model.Q) < 0.05 * torch.linalg.norm(model.Q)
-    torch.testing.assert_close(ens.mean(0), (x @ model.M.T)[0], rtol=0, atol=0.05)
-
-
-def test_truth_run_carries_the_model_noise():
-    model = LinearGaussian()
+    assert torch.linalg.norm(torch.cov(ens.T) - model.Q) < 0.05 * torch.linalg.norm(model.Q)
+    # The truth carries it too: its increments over the mean forecast have covariance Q.
     truth = model.truth_run(4000, torch.Generator().manual_seed(1))
     increments = truth[1:] - truth[:-1] @ model.M.T
     assert torch.linalg.norm(torch.cov(increments.T) - model.Q) < 0.1 * torch.linalg.norm(model.Q)
+
+
+def test_harness_forecasts_ensembles_with_noise_and_one_member_without():
+    one = run_experiment(Experiment(model="linear", method="free", cycles=5, burn_in=0, members=1))
+    a = torch.from_numpy(one.recorder.analysis)
+    torch.testing.assert_close(a[1:], a[:-1] @ one.setup.model.M.T, rtol=1e-12, atol=1e-12)
+    ens = run_experiment(Experiment(model="linear", method="free", cycles=5, burn_in=0, members=200))
+    # The mean of 200 noisy members moves off M x by about 0.3 / sqrt(200) per value.
+    assert np.abs(ens.recorder.analysis[1] - ens.recorder.analysis[0] @ ens.setup.model.M.numpy().T).max() > 1e-3
 
 
 def _steady_kalman(model, H, R):

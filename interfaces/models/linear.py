@@ -4,11 +4,12 @@ M is a damped rotation of a smooth field on a ring (advection with slight decay)
 is stable and has a Gaussian climatology with covariance solving P = M P M^T + Q.
 
 What the testbed means (the setting of the Kalman filter, ``baselines/kalman.py``):
-- the truth is the stochastic system: each step adds model noise q ~ N(0, Q) (``truth_run``);
-- a forecast propagates a distribution, not a realisation. A one-member forecast is the
-  forecast *mean* of a deterministic method (3D-Var, the free run): M x, with no noise, as the
-  Kalman filter's mean forecast. Adding a noise draw to it would only add error that no
-  method could remove, and 3D-Var would no longer be comparable with the Kalman filter;
+- the truth is the stochastic system: each step adds model noise q ~ N(0, Q) (``truth_run``
+  passes its generator to ``forecast``);
+- a forecast propagates a distribution, not a realisation. The harness forecasts a one-member
+  run (a deterministic method: 3D-Var, the free run) without a generator, so it propagates the
+  *mean*, M x, as the Kalman filter's mean forecast does; a noise draw there would only add
+  error that no method could remove, and 3D-Var would no longer be comparable with the KF;
 - an ensemble's members (two or more) each get an independent draw of q, as the stochastic
   EnKF theory requires, so that the ensemble covariance forecasts M P M^T + Q.
 So ``run --model linear --method 3dvar`` with B the steady Kalman forecast covariance is the
@@ -71,24 +72,13 @@ class LinearGaussian(RingModel):
         return 0.5 * (P + P.T)
 
     def forecast(self, ensemble, generator=None):
-        """M x for every member; members of an ensemble (two or more) also get model noise from
-        ``generator``, a single member (a deterministic method's mean) does not."""
+        """M x for every member, plus a draw of the model noise per member when a ``generator``
+        is given (the truth, ensemble members); without one, the mean forecast."""
         x = ensemble @ self.M.T
-        if generator is not None and ensemble.shape[0] > 1:
-            x = x + self._noise(x.shape, generator)
+        if generator is not None:
+            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64) @ self._Q_chol.T
+            x = x + noise
         return x
-
-    def _noise(self, shape, generator):
-        return torch.randn(shape, generator=generator, dtype=torch.float64) @ self._Q_chol.T
-
-    def truth_run(self, cycles, generator):
-        """The stochastic truth: M x plus a draw of the model noise q ~ N(0, Q) every step."""
-        x = self.initial_states(1, generator)[0]
-        states = [x]
-        for _ in range(cycles):
-            x = x @ self.M.T + self._noise(x.shape, generator)
-            states.append(x)
-        return torch.stack(states)
 
     def initial_states(self, n, generator):
         L = torch.linalg.cholesky(self.P_clim)
