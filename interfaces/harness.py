@@ -138,7 +138,6 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
 
     model = build_model(registry, exp.model, exp.model_options, cache_dir)
     model.progress = exp.progress  # spin-up and climatology bars (interfaces/cache.py)
-    model.progress = exp.progress  # spin-up and climatology bars (interfaces/cache.py)
     method = instantiate_method(registry, exp.method, exp.method_options, model=exp.model)
     entry = registry.assimilator(exp.method)
     members = exp.members or getattr(entry.factory, "preferred_members", None) or 20
