@@ -66,6 +66,8 @@ class EnsembleFilter(Assimilator):
     """What every ensemble filter shares: at least two members, nothing to do without
     observations, small analyses on one thread, and the analysis on the Context's device."""
 
+    devices = None
+
     def assimilate(self, background, observations, operator):
         if background.shape[0] < 2:
             raise UsageError(f"{self.name} needs at least 2 members")

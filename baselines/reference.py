@@ -11,6 +11,7 @@ class FreeRun(Assimilator):
     name = "free"
     description = "no assimilation: the analysis is the background forecast"
     preferred_members = 1
+    devices = None  # computes nothing
 
     def assimilate(self, background, observations, operator):
         return background.clone()
@@ -20,6 +21,7 @@ class Climatology(Assimilator):
     name = "climatology"
     description = "the climatological mean, whatever the observations"
     preferred_members = 1
+    devices = None  # computes nothing: a CPU mean, as the harness expects it back
 
     def prepare(self, context):
         super().prepare(context)

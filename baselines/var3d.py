@@ -91,6 +91,7 @@ class Var3D(Assimilator):
         "max_iter": 200,
     }
     preferred_members = 1
+    devices = None  # B, the operator and the minimisation live on Context.device
     #: Scales tuned on Lorenz-96 (all observed, R = I), used when ``scale`` is 0.
     default_scales = {"climatology": 0.02, "nmc": 2.0}
     #: The NMC-style differences are far smaller than the sphere's background errors, hence

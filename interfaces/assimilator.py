@@ -53,6 +53,9 @@ class Assimilator(abc.ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     #: Ensemble size used when the user gives no ``--members`` (None: the harness default).
     preferred_members: ClassVar[int | None] = None
+    #: Device types (``--device``) the method computes on; None: any, because it places its
+    #: work on ``Context.device`` (see interfaces/device.py). ``prepare`` refuses the others.
+    devices: ClassVar[tuple[str, ...] | None] = ("cpu",)
     #: Defaults measured on one testbed, used over ``defaults`` when the method runs on that
     #: model (``{"sw": {"zeta": 3.0}}``). Precedence: ``defaults`` < these < a suite's options <
     #: ``--set``. Record only measured values, each model's with its source below.
@@ -77,6 +80,11 @@ class Assimilator(abc.ABC):
 
     def prepare(self, context: Context) -> None:
         """Once per experiment: estimate B, train or load a model, and so on."""
+        if self.devices is not None and context.device.type not in self.devices:
+            from .errors import UsageError
+
+            raise UsageError(f"method '{self.name}' cannot run on --device {context.device}; "
+                             f"it runs on: {', '.join(self.devices)}")
         self.context = context
 
     @abc.abstractmethod

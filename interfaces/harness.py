@@ -235,6 +235,9 @@ def _check_analysis(analysis, background, method: str, plugin: str) -> torch.Ten
         raise PluginError(f"method '{method}' (plugin '{plugin}') returned {type(analysis).__name__}, not a torch.Tensor")
     if analysis.shape != background.shape:
         raise PluginError(f"method '{method}' (plugin '{plugin}') returned shape {tuple(analysis.shape)}, expected {tuple(background.shape)}")
+    if analysis.device.type != "cpu":
+        raise PluginError(f"method '{method}' (plugin '{plugin}') returned its analysis on {analysis.device}; "
+                          "the harness expects it on the CPU (interfaces.device.to_cpu)")
     # Contiguous: a resumed run reads the ensemble back contiguous, and the memory layout can
     # change the rounding of reductions (forecast, ensemble mean), so keep the same one.
     analysis = analysis.detach().to(torch.float64).contiguous()

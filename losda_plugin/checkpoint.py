@@ -72,7 +72,7 @@ def _unreadable(path: Path, exc: Exception) -> str:
     message is long, multi-line and often blames the wrong thing)."""
     size = path.stat().st_size
     if size == 0:
-        return "is empty (0 bytes): probably a training run killed while writing"
+        return "is empty (0 bytes)"
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":  # torch.save writes a zip archive

@@ -51,6 +51,7 @@ class LatentMethod(Assimilator):
     """Shared machinery: configuration, training, checkpoint loading, encode/decode."""
 
     preferred_members = 1
+    devices = None  # training, sampling and guidance run on Context.device
     method_defaults: dict[str, Any] = {}
 
     def __init_subclass__(cls, **kwargs):

@@ -16,9 +16,10 @@ import baselines.enkf
 from baselines.enkf import EnKF
 from baselines.letkf import LETKF
 from baselines.var3d import Var3D
-from interfaces.assimilator import Context
+from interfaces.assimilator import Assimilator, Context
 from interfaces.device import device_of, to_cpu, to_device
-from interfaces.harness import Experiment, run_experiment
+from interfaces.errors import PluginError, UsageError
+from interfaces.harness import Experiment, _check_analysis, run_experiment
 from interfaces.observations import Observations, build_operator
 from interfaces.registry import get_registry
 from losda_plugin.methods import DPS, L3DVar, LOSDA
@@ -123,6 +124,25 @@ def test_an_explicit_cpu_device_returns_the_same_cpu_float64_analysis(l96, name,
         out.append(method.assimilate(ens.clone(), l96["obs"], l96["op"]))
     assert out[1].device.type == "cpu" and out[1].dtype == torch.float64 and out[1].shape == ens.shape
     assert torch.equal(out[0], out[1]), name
+
+
+class CpuOnly(Assimilator):
+    name = "cpu-only"
+
+    def assimilate(self, background, observations, operator):
+        return background.clone()
+
+
+def test_a_method_that_does_not_declare_a_device_refuses_it_in_prepare_in_one_line(l96):
+    with pytest.raises(UsageError, match=r"method 'cpu-only' cannot run on --device meta; it runs on: cpu$"):
+        CpuOnly().prepare(l96["context"](META))
+    CpuOnly().prepare(l96["context"]())  # the CPU is fine
+
+
+def test_the_harness_refuses_an_analysis_left_on_another_device_naming_the_method():
+    background = torch.zeros(1, 40, dtype=torch.float64)
+    with pytest.raises(PluginError, match="method 'm' .*returned its analysis on meta"):
+        _check_analysis(torch.zeros(1, 40, device=META), background, "m", "p")
 
 
 def test_the_run_file_records_the_device(tmp_path):
