@@ -229,4 +229,4 @@ def test_set_options_are_routed_typed_and_deduplicated():
     args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--methods", "free",
                                       "--set", "resolution=32x64"])
     jobs = compare.build_jobs(args, suite, get_registry())  # the 64x128 block collapses onto 32x64
-    assert len(jobs) == len({sweep.job_hash(j) for j in jobs}) == 2 * suite["seeds"]
+    assert len(jobs) == len({sweep.job_hash(j) for j in jobs}) == 2 * len(suite["scoring_seeds"])
