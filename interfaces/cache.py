@@ -107,11 +107,16 @@ def code_version(modules: Iterable[str], follow: Iterable[str] = (), libraries: 
     return _version(tuple(sorted(modules)), tuple(sorted(follow)), tuple(sorted(libraries)))
 
 
+def _defining_module(obj) -> str:
+    return obj.__module__ if isinstance(obj, type) else type(obj).__module__
+
+
 def run_code_version(model, method) -> str:
     """The version of everything that determines a run's numbers: the model's and the method's
     modules and the harness, each with the project modules it imports (a third-party plugin's
-    own package is followed too). Reports, plots and the CLI are left out."""
-    modules = {type(model).__module__, type(method).__module__, "interfaces.harness"}
+    own package is followed too). Reports, plots and the CLI are left out. ``model`` and
+    ``method`` may be instances or their classes."""
+    modules = {_defining_module(model), _defining_module(method), "interfaces.harness"}
     follow = set(PROJECT_PACKAGES) | {m.partition(".")[0] for m in modules}
     return code_version(modules, follow)
 

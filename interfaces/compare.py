@@ -365,7 +365,7 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     # reports them.
     times_file = out / "runs" / "train_seconds.json"
     train_seconds = {tuple(k): v for k, v in json.loads(times_file.read_text())} if times_file.exists() else {}
-    train_seconds.update(sweep.warm_up(sweep.pending(jobs, out / "runs"), registry, cache_dir, log))
+    train_seconds.update(sweep.warm_up(sweep.pending(jobs, out / "runs", registry), registry, cache_dir, log))
     times_file.parent.mkdir(parents=True, exist_ok=True)
     times_file.write_text(json.dumps([[list(k), v] for k, v in train_seconds.items()]))
     records = sweep.run_jobs(jobs, out / "runs", mode="serial" if serial else "dask", workers=workers,
@@ -384,6 +384,8 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
                            mode="serial" if serial else (scheduler or f"LocalCluster({workers} workers)"))
     header["jobs_run"] = sum(r["status"] != "skipped" for r in records)
     header["jobs_read"] = sum(r["status"] == "skipped" for r in records)
+    # Read run files that predate code versions: their code is unknown (see interfaces/sweep.py).
+    header["jobs_read_unversioned"] = sum(r.get("code") == "unrecorded" for r in records)
     files = report.write_all(tables, records, out, header, plots=plots)
     header["wall_seconds"] = time.perf_counter() - started  # tables and plots included
     markdown = report.markdown_document(tables, failed, header)

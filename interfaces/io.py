@@ -22,6 +22,7 @@ import xarray as xr
 from . import __version__, metrics
 from .errors import DataError, UsageError
 from .observations import QC_MEANINGS
+from .cache import run_code_version
 from .provenance import code_commit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,6 +124,8 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
         "method_options": json.dumps(s.method.options, sort_keys=True, default=str),
         "package_version": __version__,
         "code_commit": code_commit(),  # the checkout that made this file (see interfaces/provenance.py)
+        # The source that determines its numbers: compare reruns a job whose file lacks this one.
+        "code_version": run_code_version(model, s.method),
     }
     if summary is not None:
         attrs["summary"] = json.dumps(summary, default=float)

@@ -87,8 +87,11 @@ def _reuse_note(head: dict) -> str:
     read = head.get("jobs_read", 0)
     if not read:
         return ""
+    unversioned = head.get("jobs_read_unversioned", 0)
+    stale = (f" ({unversioned} of them predate code versions, so the code that made them is unknown: "
+             "delete them to rerun)") if unversioned else ""
     return (f"; this invocation ran {head.get('jobs_run', 0)} jobs and read {read} from run files finished "
-            "earlier, whose own costs are in the cost columns")
+            f"earlier{stale}, whose own costs are in the cost columns")
 
 
 def _sig(x: float, digits: int) -> str:

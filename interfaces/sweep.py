@@ -3,6 +3,12 @@
 A job is a plain dict of Experiment settings. Its run file is named by the hash of those
 settings, so a rerun finds finished jobs (run-file status 'complete') and skips them, and a
 partial file is resumed. A job that fails returns a record saying why; nothing else is lost.
+
+A run file records the version of the code that determines its numbers (the model's and the
+method's modules and the harness, with what they import; interfaces/cache.py). A file made by
+other code is rerun from scratch, finished or not: an edit to a report or a plot reuses every
+run, an edit to the dynamics or a method reruns exactly the jobs it touches. Files written
+before versions were recorded are read, and the table header counts them as of unknown code.
 """
 
 from __future__ import annotations
@@ -36,20 +42,54 @@ def run_path(run_dir, job: dict[str, Any]) -> Path:
     return Path(run_dir) / f"{job['model']}-{job['method']}-s{job['seed']}-{job_hash(job)}.nc"
 
 
-def read_status(path: Path) -> tuple[str, dict | None]:
-    """('complete', summary), ('partial', None), ('missing', None) or ('corrupt', None)."""
+def job_code_version(job: dict[str, Any], registry=None) -> str | None:
+    """The code version a run file of ``job`` must carry to be reused; None when it cannot be
+    known beforehand (an unknown name fails in the job itself; a factory that is not a class)."""
+    from .cache import run_code_version
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    try:
+        model = registry.model(job["model"]).factory
+        method = registry.assimilator(job["method"]).factory
+    except Exception:  # noqa: BLE001 - reported by the job when it runs
+        return None
+    if not (isinstance(model, type) and isinstance(method, type)):
+        return None
+    return run_code_version(model, method)
+
+
+def file_state(path: Path, code: str | None = None) -> tuple[str, dict | None, str]:
+    """(status, summary or None, the file's code version or ''): status 'complete', 'partial',
+    'missing', 'corrupt', or 'stale' when the file records a code version other than ``code``."""
     if not path.exists():
-        return "missing", None
+        return "missing", None, ""
     import xarray as xr
 
     try:
         with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
             attrs = dict(ds.attrs)
     except Exception:  # noqa: BLE001 - an unreadable file is simply redone
-        return "corrupt", None
+        return "corrupt", None, ""
+    made_by = str(attrs.get("code_version", ""))
+    if code is not None and made_by and made_by != code:
+        return "stale", None, made_by
     if attrs.get("status") == "complete" and "summary" in attrs:
-        return "complete", json.loads(attrs["summary"])
-    return "partial", None
+        return "complete", json.loads(attrs["summary"]), made_by
+    return "partial", None, made_by
+
+
+def read_status(path: Path, code: str | None = None) -> tuple[str, dict | None]:
+    """('complete', summary), ('partial', None), ('missing', None), ('corrupt', None), or
+    ('stale', None) for a file made by code other than ``code`` (when given)."""
+    return file_state(path, code)[:2]
+
+
+def _skipped(job: dict, path: Path, summary: dict, made_by: str) -> dict[str, Any]:
+    record = {"job": job, "file": str(path), "hash": job_hash(job), "status": "skipped", "summary": summary}
+    if not made_by:
+        record["code"] = "unrecorded"  # written before run files recorded their code version
+    return record
 
 
 def scored_series(path, burn_in: int, variable: str = "analysis_rmse"):
@@ -82,10 +122,12 @@ def run_job(job: dict[str, Any], run_dir: str, cache_dir: str | None = None, thr
 
     path = run_path(run_dir, job)
     record = {"job": job, "file": str(path), "hash": job_hash(job)}
-    status, summary = read_status(path)
+    status, summary, made_by = file_state(path, job_code_version(job, registry))
     if status == "complete":
-        return {**record, "status": "skipped", "summary": summary}
-    if status == "corrupt":
+        return _skipped(job, path, summary, made_by)
+    if status == "stale":
+        record["rerun"] = f"its run file was made by other code ({made_by})"
+    if status in ("corrupt", "stale"):
         path.unlink(missing_ok=True)
     # One thread per job: the workers share the cores, and results do not depend on the
     # thread count, so serial and parallel sweeps give identical numbers.
@@ -167,9 +209,9 @@ def train_key(job: dict) -> tuple:
             json.dumps(job["method_options"], sort_keys=True), job["obs"], str(job.get("obs_std")))
 
 
-def pending(jobs: list[dict], run_dir) -> list[dict]:
-    """The jobs whose run file is not complete yet."""
-    return [j for j in jobs if read_status(run_path(run_dir, j))[0] != "complete"]
+def pending(jobs: list[dict], run_dir, registry=None) -> list[dict]:
+    """The jobs whose run file is not complete yet, or was made by other code."""
+    return [j for j in jobs if read_status(run_path(run_dir, j), job_code_version(j, registry))[0] != "complete"]
 
 
 def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int = 2,
@@ -191,10 +233,9 @@ def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int 
     out: list[dict | None] = [None] * len(jobs)
     todo = []
     for i, job in enumerate(jobs):
-        status, summary = read_status(run_path(run_dir, job))
+        status, summary, made_by = file_state(run_path(run_dir, job), job_code_version(job, registry))
         if status == "complete":
-            out[i] = {"job": job, "file": str(run_path(run_dir, job)), "hash": job_hash(job),
-                      "status": "skipped", "summary": summary}
+            out[i] = _skipped(job, run_path(run_dir, job), summary, made_by)
         else:
             todo.append(i)
     if todo:
@@ -240,5 +281,7 @@ def _describe(record: dict, done: int, total: int) -> str:
     what = f"{job['method']} on {job['model']} ({job['obs']}, seed {job['seed']})"
     if record["status"] == "failed":
         return f"compare: [{done}/{total}] FAILED {what}: {record['error']}"
+    if record.get("rerun"):
+        what += f", rerun: {record['rerun']}"
     rmse = record["summary"].get("analysis_rmse", float("nan"))
     return f"compare: [{done}/{total}] {record['status']} {what}: analysis RMSE {rmse:.4g}"

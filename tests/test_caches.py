@@ -154,3 +154,42 @@ def test_sw_spin_up_shows_progress_only_when_asked(tmp_path, monkeypatch):
     m.progress = False
     m.initial_states(1, torch.Generator().manual_seed(0))
     assert shown and all(not on for _, on in shown)
+
+
+# --- compare's run files --------------------------------------------------------------------
+def _set_attr(path, name, value=None):
+    import netCDF4
+
+    with netCDF4.Dataset(path, "a") as nc:
+        if value is None:
+            nc.delncattr(name)
+        else:
+            nc.setncattr(name, value)
+
+
+def test_sweep_reruns_a_run_file_made_by_other_code_and_flags_unversioned_ones(tmp_path):
+    from interfaces import report, sweep
+
+    job = sweep.make_job(model="lorenz96", method="3dvar", obs="every:2", cycles=12, burn_in=3, seed=0)
+    runs = tmp_path / "runs"
+    first = sweep.run_jobs([job], runs, mode="serial")[0]
+    path = Path(first["file"])
+    import xarray as xr
+
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["code_version"] == sweep.job_code_version(job)
+    assert sweep.run_jobs([job], runs, mode="serial")[0]["status"] == "skipped"
+    # Made by other code (an edit of the model, the method or the harness): rerun, and said so.
+    _set_attr(path, "code_version", "0123456789abcdef")
+    assert sweep.pending([job], runs) == [job]
+    again = sweep.run_jobs([job], runs, mode="serial")[0]
+    assert again["status"] == "complete" and "made by other code (0123456789abcdef)" in again["rerun"]
+    assert again["summary"]["analysis_rmse"] == first["summary"]["analysis_rmse"]
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["code_version"] == sweep.job_code_version(job)
+    # Written before versions were recorded: read (not hours of reruns), flagged in the header.
+    _set_attr(path, "code_version")
+    old = sweep.run_jobs([job], runs, mode="dask", scheduler="tcp://127.0.0.1:9")[0]  # no cluster needed
+    assert old["status"] == "skipped" and old["code"] == "unrecorded"
+    note = report._reuse_note({"jobs_run": 0, "jobs_read": 1, "jobs_read_unversioned": 1})
+    assert "1 of them predate code versions" in note
