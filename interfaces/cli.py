@@ -32,7 +32,7 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the scores (default: a tenth)")
     p.add_argument("--members", type=int, default=None, help="ensemble size (default: the method's preference)")
     p.add_argument("--seed", type=int, default=0, help="seed for truth, observations and the method")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (for neural methods)")
+    p.add_argument("--device", default="cpu", help="where methods train and analyse: cpu or cuda (the truth and the model's forecasts stay on the CPU)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a method or model option (repeatable); prefix with 'model.' or 'method.' if ambiguous")
     p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
