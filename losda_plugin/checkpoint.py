@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import interfaces
+from interfaces import cache
 from interfaces.errors import DataError
 
 from .config import FORMAT, UNHASHED, config_hash
@@ -26,10 +27,40 @@ def checkpoint_path(cache_dir, cfg: dict[str, Any]) -> Path:
     return Path(cache_dir) / "losda" / f"{cfg['model']}-{cfg['preset']}-{config_hash(cfg)}.pt"
 
 
-def save(prior: LatentPrior, path: Path, data_hash: str, seed: int) -> Path:
+def code_version(cfg: dict[str, Any], model) -> str:
+    """The version of the code that determines a prior's weights: the training modules (with
+    the losda_plugin modules they import) and the model's module, which makes the training
+    data; with finetune=self also the methods that cycle to make its backgrounds. An edit
+    elsewhere (plots, reports, guidance of an unfinetuned prior) keeps the checkpoint."""
+    modules = ["losda_plugin.training", type(model).__module__]
+    if cfg.get("finetune"):
+        modules.append("losda_plugin.methods")
+    return cache.code_version(modules, follow=("losda_plugin", "interfaces.models"))
+
+
+def stale_reason(path: Path, code: str) -> str:
+    """Why the checkpoint at ``path`` must be (re)trained: 'missing', 'made by other code
+    (...)', or '' when it exists and was made by this code (or cannot be read: ``load`` then
+    says what is wrong with it)."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - load() reports an unreadable file in one line
+        return ""
+    made_by = payload.get("code_version") if isinstance(payload, dict) else None
+    if made_by != code:
+        return f"made by other code (version {made_by or 'not recorded'}, this code is {code})"
+    return ""
+
+
+def save(prior: LatentPrior, path: Path, data_hash: str, seed: int, code: str = "") -> Path:
+    """Write the checkpoint; ``code`` is ``code_version`` of the code that trained it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
+        "code_version": code,
         "format": FORMAT,
         "config": prior.config,
         "config_hash": config_hash(prior.config),

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from interfaces import cache
 from interfaces.assimilator import Assimilator, Context
 from interfaces.device import to_cpu, to_device
 from interfaces.errors import UsageError
@@ -83,7 +84,8 @@ class LatentMethod(Assimilator):
             truth, background = self._cycled_pairs(context, int(cfg["finetune_cycles"]), seed)
             prior.report.update(finetune_prior(prior, truth, background, cfg, seed, True, int(steps or cfg["finetune_steps"])))
         prior.report["train_seconds"] = time.perf_counter() - t0
-        path = checkpoint.save(prior, checkpoint.checkpoint_path(context.cache_dir, cfg), digest, seed)
+        path = checkpoint.save(prior, checkpoint.checkpoint_path(context.cache_dir, cfg), digest, seed,
+                               checkpoint.code_version(cfg, context.model))
         print(f"losda: wrote {path} ({prior.report['train_seconds']:.0f}s)", file=sys.stderr)
         self.prior = prior
         return {"checkpoint": str(path), "data_hash": digest, "seed": seed, **prior.report}
@@ -93,9 +95,13 @@ class LatentMethod(Assimilator):
         self._generator = context.generator
         cfg, geometry = self.config(context)
         path = checkpoint.checkpoint_path(context.cache_dir, cfg)
-        if not path.exists():
-            print(f"losda: no trained prior at {path}; training one now (preset '{cfg['preset']}')", file=sys.stderr)
-            self.train(context)
+        # Under the checkpoint's lock: concurrent runs that need the same prior train it once.
+        with cache.locked(path, f"the latent prior for {cfg['model']} (preset '{cfg['preset']}')"):
+            why = checkpoint.stale_reason(path, checkpoint.code_version(cfg, context.model))
+            if why:
+                where = f"no trained prior at {path}" if why == "missing" else f"the trained prior {path} is {why}"
+                print(f"losda: {where}; training one now (preset '{cfg['preset']}')", file=sys.stderr)
+                self.train(context)
         self.prior = checkpoint.load(path, cfg, geometry).to(context.device)
         self.train_seconds = self.prior.report.get("train_seconds")
 

@@ -193,3 +193,41 @@ def test_sweep_reruns_a_run_file_made_by_other_code_and_flags_unversioned_ones(t
     assert old["status"] == "skipped" and old["code"] == "unrecorded"
     note = report._reuse_note({"jobs_run": 0, "jobs_read": 1, "jobs_read_unversioned": 1})
     assert "1 of them predate code versions" in note
+
+
+# --- trained priors -------------------------------------------------------------------------
+def test_a_prior_trained_by_other_code_is_retrained_and_said_so(tmp_path, capsys):
+    from interfaces.assimilator import Context
+    from interfaces.models.lorenz96 import Lorenz96
+    from interfaces.observations import build_operator
+    from losda_plugin import checkpoint
+    from losda_plugin.methods import LOSDA
+
+    tiny = {"preset": "quick", "vae_widths": "8", "latent_channels": 1, "vae_steps": 5, "denoiser_width": 8,
+            "denoiser_blocks": 1, "denoiser_steps": 5, "pairs": 50}
+    model = Lorenz96()
+    op = build_operator("every:2", model, torch.Generator().manual_seed(0))
+    ctx = Context(model=model, operator=op, climatology=model.climatology(100), members=1,
+                  settings={"seed": 0}, cache_dir=tmp_path, generator=torch.Generator().manual_seed(0))
+    LOSDA(**tiny).prepare(ctx)
+    err = capsys.readouterr().err
+    cfg, _ = LOSDA(**tiny).config(ctx)
+    path = checkpoint.checkpoint_path(tmp_path, cfg)
+    assert "no trained prior at" in err and f"wrote {path}" in err
+    code = checkpoint.code_version(cfg, model)
+    assert checkpoint.stale_reason(path, code) == ""
+    LOSDA(**tiny).prepare(ctx)
+    assert "training" not in capsys.readouterr().err  # loaded, not retrained
+    # A checkpoint from other training code (or one that predates code versions) is retrained.
+    payload = torch.load(path, weights_only=True)
+    payload["code_version"] = "fedcba9876543210"
+    torch.save(payload, path)
+    assert checkpoint.stale_reason(path, code).startswith("made by other code (version fedcba9876543210")
+    LOSDA(**tiny).prepare(ctx)
+    err = capsys.readouterr().err
+    assert f"the trained prior {path} is made by other code" in err and "training one now" in err
+    assert torch.load(path, weights_only=True)["code_version"] == code
+    # The version covers the training modules and the model's, not the guidance or the reports.
+    files = cache.source_files(["losda_plugin.training", "interfaces.models.lorenz96"], ("losda_plugin", "interfaces.models"))
+    assert {"losda_plugin.vae", "losda_plugin.denoiser", "interfaces.models.lorenz96"} <= set(files)
+    assert not {"losda_plugin.guidance.losda", "interfaces.report"} & set(files)
