@@ -6,6 +6,7 @@ from interfaces.hookspecs import hookimpl
 @hookimpl
 def da_harness_register(registry):
     from .enkf import EnKF
+    from .ensf import EnSF
     from .letkf import LETKF
     from .reference import Climatology, FreeRun
     from .var3d import Var3D
@@ -15,3 +16,4 @@ def da_harness_register(registry):
     registry.add_assimilator(Var3D)
     registry.add_assimilator(EnKF)
     registry.add_assimilator(LETKF)
+    registry.add_assimilator(EnSF)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, io, metrics
+from . import io
 from .assimilator import Assimilator, Context
 from .errors import HarnessError, PluginError, UsageError
 from .observations import QC_BACKGROUND, QC_USED, Observations, build_operator
 from .options import resolve
 from .registry import Registry, get_registry, instantiate_method
+from .scoring import Recorder, summarise
 
 def default_cache() -> Path:
     """The cache directory: $DA_HARNESS_CACHE, else ~/.cache/da-harness."""
@@ -179,57 +179,6 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
                  members, context, registry)
 
 
-class Recorder:
-    """Per-cycle records in memory; written to the run file by interfaces.io."""
-
-    def __init__(self, s: Setup):
-        n, shape = s.experiment.cycles, s.model.state_shape
-        self.cycles = n
-        self.background = np.full((n, *shape), np.nan)
-        self.analysis = np.full((n, *shape), np.nan)
-        self.ensemble = s.members > 1
-        self.background_spread = np.full((n, *shape), np.nan) if self.ensemble else None
-        self.analysis_spread = np.full((n, *shape), np.nan) if self.ensemble else None
-        self.obs_qc = s.obs_qc.numpy().copy()
-        self.scalars: dict[str, np.ndarray] = {}
-        self.completed = 0
-        self.weights = s.model.area_weights().to(torch.float64)
-        self.has_channels = s.model.has_channels
-        self.variables = s.model.variables
-
-    def scalar(self, name: str, k: int, value: float) -> None:
-        if name not in self.scalars:
-            self.scalars[name] = np.full(self.cycles, np.nan)
-        self.scalars[name][k] = value
-
-    def record(self, k, truth, background, analysis, obs_values, used, operator_used, diagnostics, seconds):
-        xb, xa = background.mean(0), analysis.mean(0)
-        self.background[k] = xb.numpy()
-        self.analysis[k] = xa.numpy()
-        if self.ensemble:
-            self.background_spread[k] = background.std(0).numpy()
-            self.analysis_spread[k] = analysis.std(0).numpy()
-            crps = metrics.crps_fair(analysis, truth, self.weights, self.has_channels)
-            spread = metrics.spread(analysis, self.weights, self.has_channels)
-            for v, name in enumerate(self.variables):
-                self.scalar(self._name("analysis_crps", name), k, float(crps[v]))
-                # Not "analysis_spread": that name is the (time, space) spread field in the run file.
-                self.scalar(self._name("ensemble_spread", name), k, float(spread[v]))
-        y = obs_values[used]
-        if y.numel():
-            both = operator_used(torch.stack([xb, xa]))
-            self.scalar("omb_rms", k, metrics.departures_rms(y, both[0]))
-            self.scalar("oma_rms", k, metrics.departures_rms(y, both[1]))
-        self.scalar("obs_used", k, float(y.numel()))
-        self.scalar("seconds", k, seconds)
-        for name, value in diagnostics.items():
-            self.scalar(f"diag_{name}", k, float(value))
-        self.completed = k + 1
-
-    def _name(self, base: str, var: str) -> str:
-        return f"{base}_{var}" if self.has_channels else base
-
-
 def _check_analysis(analysis, background, method: str, plugin: str) -> torch.Tensor:
     if not isinstance(analysis, torch.Tensor):
         raise PluginError(f"method '{method}' (plugin '{plugin}') returned {type(analysis).__name__}, not a torch.Tensor")
@@ -365,62 +314,3 @@ def _progress(exp: Experiment, start: int):
 
     return tqdm(total=exp.cycles, initial=start, desc=f"{exp.method} on {exp.model}", unit="cycle",
                 file=sys.stderr, leave=False, disable=None)
-
-
-def summarise(s: Setup, rec: Recorder, prepare_seconds: float, loop_seconds: float, start: int = 0) -> dict[str, Any]:
-    """Scores over the cycles after burn-in."""
-    exp, model = s.experiment, s.model
-    keep = slice(exp.burn_in, rec.completed)
-    truth = s.truth[1:][keep]
-    weights = rec.weights
-    scale = s.climatology.std(0)
-    scale = metrics.per_variable(scale ** 2, weights, model.has_channels).sqrt()
-    per_var = {}
-    for role, arr in (("analysis", rec.analysis), ("background", rec.background)):
-        err = metrics.rmse(torch.from_numpy(arr[keep]), truth, weights, model.has_channels)  # (T, C)
-        per_var[role] = err
-    summary: dict[str, Any] = {
-        "method": exp.method, "model": exp.model, "seed": exp.seed, "obs": exp.obs,
-        "cycles": exp.cycles, "burn_in": exp.burn_in, "members": s.members,
-        "n_obs": s.operator.n_obs,
-    }
-    for role, err in per_var.items():
-        summary[f"{role}_rmse"] = float(metrics.combine(err, scale).mean())
-        if model.has_channels:
-            for v, name in enumerate(model.variables):
-                summary[f"{role}_rmse_{name}"] = float(err[:, v].mean())
-        bias_v = metrics.bias(torch.from_numpy((rec.analysis if role == "analysis" else rec.background)[keep]), truth, weights, model.has_channels)
-        summary[f"{role}_bias"] = float(bias_v.mean())
-    if rec.ensemble:
-        key = "ensemble_spread" if not model.has_channels else None
-        if key:
-            spread_v = float(np.sqrt(np.nanmean(rec.scalars[key][keep] ** 2)))
-            summary["spread"] = spread_v
-            summary["spread_skill"] = metrics.spread_skill(spread_v, summary["analysis_rmse"], s.members)
-            summary["crps"] = float(np.nanmean(rec.scalars["analysis_crps"][keep]))
-        else:
-            ratios = []
-            for v, name in enumerate(model.variables):
-                sp = float(np.sqrt(np.nanmean(rec.scalars[f"ensemble_spread_{name}"][keep] ** 2)))
-                summary[f"spread_{name}"] = sp
-                summary[f"crps_{name}"] = float(np.nanmean(rec.scalars[f"analysis_crps_{name}"][keep]))
-                ratios.append(metrics.spread_skill(sp, summary[f"analysis_rmse_{name}"], s.members))
-            summary["spread_skill"] = float(np.mean(ratios))
-            summary["spread"] = float(metrics.combine(torch.tensor([[summary[f"spread_{n}"] for n in model.variables]]), scale)[0])
-    for name in ("omb_rms", "oma_rms"):
-        if name in rec.scalars:
-            summary[name] = float(np.nanmean(rec.scalars[name][keep]))
-    summary["obs_flagged"] = int((rec.obs_qc[: rec.completed] != QC_USED).sum())
-    # Says outright when nothing was assimilated (every value flagged: analysis = background).
-    summary["obs_used"] = int(np.nansum(rec.scalars["obs_used"][: rec.completed])) if "obs_used" in rec.scalars else 0
-    for name, arr in rec.scalars.items():
-        if name.startswith("diag_"):
-            summary[name] = float(np.nanmean(arr[keep]))
-    done = rec.completed - start
-    summary["prepare_seconds"] = prepare_seconds
-    # What training the method's learned state cost, even when this run read it from the cache.
-    summary["train_seconds"] = float(s.method.train_seconds or 0.0)
-    summary["seconds_per_cycle"] = loop_seconds / done if done else float("nan")
-    summary["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    summary["version"] = __version__
-    return summary

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import __version__, metrics
+from . import __version__, metrics, scoring
 from .errors import DataError, UsageError
 from .observations import QC_MEANINGS
 from .cache import run_code_version
@@ -85,7 +85,7 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
             for v, var in enumerate(model.variables):
                 data[f"{role}_rmse_{var}"] = ("time", err[:, v].numpy(), {"units": model.units[v], "long_name": f"area-weighted {role} RMSE of {var}"})
     for name, arr in rec.scalars.items():
-        data[name] = ("time", arr[:n], {"long_name": name.replace("_", " ")})
+        data[name] = ("time", arr[:n], scoring.cycle_attrs(name, model))
 
     # Observations.
     op = s.operator
@@ -129,6 +129,8 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
     }
     if summary is not None:
         attrs["summary"] = json.dumps(summary, default=float)
+        # How each summary figure is aggregated over the scored cycles (README, "Scores").
+        attrs["aggregation"] = json.dumps(scoring.AGGREGATION)
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 

@@ -40,9 +40,13 @@ def spread(ensemble, weights, has_channels=False) -> torch.Tensor:
     return per_variable(ensemble.var(0, unbiased=True), weights, has_channels).sqrt()
 
 
-def spread_skill(spread_value, rmse_value, members: int):
-    """WeatherBench 2's spread/skill ratio, sqrt((N+1)/N) * spread / RMSE of the mean."""
-    return math.sqrt((members + 1) / members) * spread_value / rmse_value
+def spread_skill(spread_value: float, skill_value: float, members: int) -> float:
+    """WeatherBench 2's spread/skill ratio, sqrt((N+1)/N) * spread / skill, where spread is the
+    root of the time-mean ensemble variance and skill the root of the time-mean squared error of
+    the ensemble mean (both area-weighted): the ratios of time-mean RMSs, not of mean RMSEs."""
+    if skill_value == 0:
+        return math.inf if spread_value > 0 else math.nan
+    return math.sqrt((members + 1) / members) * spread_value / skill_value
 
 
 def crps_fair(ensemble, truth, weights, has_channels=False) -> torch.Tensor:
@@ -60,11 +64,16 @@ def crps_fair(ensemble, truth, weights, has_channels=False) -> torch.Tensor:
     return per_variable(skill - pair_sum / (2.0 * n * (n - 1)), weights, has_channels)
 
 
-def departures_rms(values: torch.Tensor, model_equivalent: torch.Tensor) -> float:
-    """RMS of observation-space departures (O-B or O-A), over the values given."""
+def departures_rms(values: torch.Tensor, model_equivalent: torch.Tensor, std: torch.Tensor | None = None) -> float:
+    """RMS of observation-space departures y - H(x) (O-B or O-A) over the values given, in the
+    observations' units; with ``std`` each departure is first divided by its observation-error
+    std (dimensionless: E = 1 + HBH^T/R per value for O-B with background covariance B)."""
     if values.numel() == 0:
         return float("nan")
-    return float(((values - model_equivalent) ** 2).mean().sqrt())
+    departures = values - model_equivalent
+    if std is not None:
+        departures = departures / std
+    return float((departures ** 2).mean().sqrt())
 
 
 def combine(per_var: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,183 @@
+"""EnSF: the training-free ensemble score filter (Bao, Zhang & Zhang 2024, arXiv 2309.00983).
+
+The analysis ensemble is drawn by integrating the reverse-time SDE of a linear diffusion
+x_t = alpha_t x_0 + beta_t noise, with alpha_t = 1 - t (1 - eps_alpha) and beta_t^2 = t, from
+pure noise at t = 1 down to t = 0 (Euler-Maruyama). The score it needs is the sum of
+
+- the prior score, estimated without training from the forecast ensemble: the diffused
+  ensemble is a Gaussian mixture with components N(alpha_t x_j, beta_t^2 I), whose score is
+  known in closed form (over all members, or a random mini-batch of them at each step);
+- the likelihood score grad_x log p(y | x) at the current sample (autograd through the
+  observation operator, so arctan and other nonlinear operators work), damped by
+  h(t) = weight * (1 - t) so that it acts mostly near t = 0.
+
+The diffusion runs in standardised coordinates z = (x - ensemble mean) / scale, with scale the
+climatological std of each state value: the schedule's t = 1 end (pure N(0, I) noise) then
+matches the diffused prior on any model and in any units (Lorenz-96 or a sphere in metres).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from interfaces.errors import UsageError
+
+from .enkf import EnsembleFilter, ensemble_space, rtps
+
+
+class EnSF(EnsembleFilter):
+    name = "ensf"
+    description = "ensemble score filter: ensemble Gaussian-mixture prior score, damped likelihood score, reverse SDE"
+    defaults = {
+        "steps": 100,  # Euler-Maruyama steps from t = 1 to 0 (at least; more when stiff)
+        "eps_alpha": 0.05,  # alpha at t = 1 (the paper's eps)
+        "likelihood_weight": 1.0,  # scales the damping h(t) = 1 - t of the likelihood score
+        "prior": "mixture",  # prior score: the ensemble mixture, or each sample's own "member"
+        "batch": 0,  # prior-score mini-batch: members drawn per step (0: all members)
+        "inflation": 1.0,  # multiplicative, on the prior anomalies
+        "rtps": 0.0,  # relaxation of the analysis spread to the prior's, 0 (off) to 1
+        "final_noise": False,  # add the last Euler step's noise (off: the last step denoises)
+        "scale": "spread",  # standardise by the ensemble's std ("spread") or the climatology's
+    }
+    preferred_members = 20
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        o = self.options
+        for key in ("steps", "eps_alpha", "likelihood_weight", "batch", "inflation", "rtps"):
+            if o[key] < 0:
+                raise UsageError(f"option '{key}' of method 'ensf' must be non-negative, got {o[key]}")
+        if o["steps"] < 1:
+            raise UsageError(f"option 'steps' of method 'ensf' must be at least 1, got {o['steps']}")
+        if not 0.0 < o["eps_alpha"] <= 1.0:
+            raise UsageError(f"option 'eps_alpha' of method 'ensf' must be in (0, 1], got {o['eps_alpha']}")
+        if o["inflation"] == 0.0:
+            raise UsageError("option 'inflation' of method 'ensf' must be positive, got 0")
+        if o["rtps"] > 1.0:
+            raise UsageError(f"option 'rtps' of method 'ensf' must be in [0, 1], got {o['rtps']}")
+        if o["prior"] not in ("mixture", "member"):
+            raise UsageError(f"option 'prior' of method 'ensf' must be mixture or member, got '{o['prior']}'")
+        if o["scale"] not in ("spread", "climatology"):
+            raise UsageError(f"option 'scale' of method 'ensf' must be spread or climatology, got '{o['scale']}'")
+        self._diag: dict[str, float] = {}
+
+    def prepare(self, context):
+        super().prepare(context)
+        clim = context.climatology.to(torch.float64).reshape(context.climatology.shape[0], -1)
+        std = clim.std(0)
+        # A constant value (e.g. a boundary) keeps unit scale rather than a zero division.
+        self.clim_scale = torch.where(std > 0, std, torch.ones_like(std))
+
+    # -- the schedule (alpha_t = 1 - t (1 - eps), beta_t^2 = t) -----------------------------
+    def _alpha(self, t: float) -> float:
+        return 1.0 - t * (1.0 - self.options["eps_alpha"])
+
+    def _drift_and_diffusion(self, t: float) -> tuple[float, float]:
+        """f(t) = d log alpha / dt and g(t)^2 = d beta^2 / dt - 2 f beta^2 of the forward SDE."""
+        f = -(1.0 - self.options["eps_alpha"]) / self._alpha(t)
+        return f, 1.0 - 2.0 * f * t
+
+    # -- the two scores --------------------------------------------------------------------
+    def _prior_score(self, z: torch.Tensor, members: torch.Tensor, t: float) -> torch.Tensor:
+        """Score of (1/M) sum_j N(z; alpha_t x_j, t I) at each row of z: a softmax-weighted
+        pull toward the scaled members, -(z - alpha_t sum_j w_ij x_j) / t."""
+        a = self._alpha(t)
+        centres = a * members  # (M, n)
+        # -|z_i - c_j|^2 / 2t, without the |z_i|^2 term that the softmax cancels.
+        logits = (z @ centres.T - 0.5 * centres.pow(2).sum(1)) / t  # (N, M)
+        weights = torch.softmax(logits, dim=1)
+        return -(z - weights @ centres) / t
+
+    def _likelihood_score(self, z, mean, observations, operator):
+        """grad_z log p(y | x = mean + scale * z), through the operator by autograd."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            hx = operator.apply(mean + self.scale * z)
+            misfit = (hx - observations.values) / observations.std
+            log_lik = -0.5 * misfit.pow(2).sum()
+            (grad,) = torch.autograd.grad(log_lik, z)
+        return grad
+
+    def _stiffness(self, mean, observations, operator) -> float:
+        """Largest curvature of -log p(y | x) in the standardised coordinates at the ensemble
+        mean, by power iteration on Hessian-vector products (deterministic start, no draws)."""
+        v = torch.ones_like(mean)
+        v = v / v.norm()
+        lam = 0.0
+        for _ in range(20):
+            with torch.enable_grad():
+                z = torch.zeros_like(mean).requires_grad_(True)
+                hx = operator.apply((mean + self.scale * z).unsqueeze(0))
+                nll = 0.5 * ((hx - observations.values) / observations.std).pow(2).sum()
+                (grad,) = torch.autograd.grad(nll, z, create_graph=True)
+                (hv,) = torch.autograd.grad(grad @ v, z)
+            norm = float(hv.norm())
+            if norm == 0.0 or not math.isfinite(norm):
+                return max(lam, norm) if math.isfinite(norm) else float("inf")
+            if abs(norm - lam) <= 1e-3 * norm:
+                return norm
+            lam, v = norm, hv / norm
+        return lam
+
+    def _step_count(self, lam: float) -> int:
+        """The user's steps, raised until explicit Euler is stable on the likelihood term:
+        dt g(t)^2 h(t) lam <= 1 on the whole grid (a stiff mode is then damped, never flipped) (g^2 h peaks where the damping meets the
+        schedule's large diffusion near t = 1)."""
+        steps = int(self.options["steps"])
+        w = self.options["likelihood_weight"]
+        if lam <= 0.0 or w == 0.0:
+            return steps
+        if not math.isfinite(lam):
+            raise UsageError("ensf: the observation likelihood has a non-finite curvature at the ensemble mean")
+        grid = [1.0 - k / 200.0 for k in range(200)]
+        peak = max(self._drift_and_diffusion(t)[1] * w * (1.0 - t) for t in grid)
+        return max(steps, math.ceil(peak * lam))
+
+    # -- the analysis ----------------------------------------------------------------------
+    def _analysis(self, background, observations, operator):
+        o = self.options
+        gen = self.context.generator
+        N = background.shape[0]
+        mean, anom, prior_spread, _, _ = ensemble_space(background, operator, o["inflation"])
+        mean = mean.detach()
+        self.scale = self.clim_scale.to(anom.dtype)
+        if o["scale"] == "spread":
+            # Floored at a millionth of the climatological std: a collapsed value stays finite.
+            self.scale = torch.maximum(anom.pow(2).sum(0).div(N - 1).sqrt(), 1e-6 * self.scale)
+        members = anom / self.scale  # standardised prior members, centred on the mean
+        batch = N if o["batch"] == 0 else min(int(o["batch"]), N)
+
+        steps = self._step_count(self._stiffness(mean, observations, operator))
+        dt = 1.0 / steps
+        z = torch.randn(anom.shape, generator=gen, dtype=torch.float64)
+        for k in range(steps):
+            t = 1.0 - k * dt
+            f, g2 = self._drift_and_diffusion(t)
+            if o["prior"] == "member":
+                score = -(z - self._alpha(t) * members) / t
+            else:
+                centres = members if batch == N else members[torch.randperm(N, generator=gen)[:batch]]
+                score = self._prior_score(z, centres, t)
+            h = o["likelihood_weight"] * (1.0 - t)
+            if h > 0.0:
+                score = score + h * self._likelihood_score(z, mean, observations, operator)
+            # Reverse time: z_{t - dt} = z_t - dt (f z - g^2 score) + sqrt(dt) g noise.
+            z = z - dt * (f * z - g2 * score)
+            if k < steps - 1 or o["final_noise"]:
+                z = z + math.sqrt(dt * g2) * torch.randn(z.shape, generator=gen, dtype=z.dtype)
+
+        post = self.scale * z
+        new_mean = post.mean(0)
+        post_anom = post - new_mean
+        if o["rtps"] > 0.0:
+            post_anom = rtps(post_anom, prior_spread, o["rtps"])
+        analysis = mean + new_mean + post_anom
+        if not torch.isfinite(analysis).all():
+            raise UsageError("ensf produced a non-finite analysis; try more 'steps' or a smaller 'likelihood_weight'")
+        self._diag = {"steps": float(steps), "spread_ratio": float(post_anom.pow(2).sum(0).sqrt().mean() / prior_spread.mean().clamp_min(1e-300))}
+        return analysis.reshape(background.shape).detach()
+
+    def diagnostics(self):
+        return dict(self._diag)
