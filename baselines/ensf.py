@@ -4,16 +4,27 @@ The analysis ensemble is drawn by integrating the reverse-time SDE of a linear d
 x_t = alpha_t x_0 + beta_t noise, with alpha_t = 1 - t (1 - eps_alpha) and beta_t^2 = t, from
 pure noise at t = 1 down to t = 0 (Euler-Maruyama). The score it needs is the sum of
 
-- the prior score, estimated without training from the forecast ensemble: the diffused
+- the prior score, estimated without training from the forecast ensemble. The diffused
   ensemble is a Gaussian mixture with components N(alpha_t x_j, beta_t^2 I), whose score is
-  known in closed form (over all members, or a random mini-batch of them at each step);
+  known in closed form (``prior=mixture``, over all members or a random mini-batch per step).
+  The default ``prior=member`` scores sample i against its own member's component only, as the
+  authors' Lorenz-96 code does: with 20 members in 40 dimensions the mixture weights degenerate
+  and every sample picks the same member (measured: analysis spread 4e-9, RMSE 4.7, the free
+  run's), while the own-member score keeps one sample per forecast member;
 - the likelihood score grad_x log p(y | x) at the current sample (autograd through the
   observation operator, so arctan and other nonlinear operators work), damped by
   h(t) = weight * (1 - t) so that it acts mostly near t = 0.
 
 The diffusion runs in standardised coordinates z = (x - ensemble mean) / scale, with scale the
-climatological std of each state value: the schedule's t = 1 end (pure N(0, I) noise) then
-matches the diffused prior on any model and in any units (Lorenz-96 or a sphere in metres).
+climatological std of each state value (or the ensemble's own std): the schedule's t = 1 end
+(pure N(0, I) noise) then matches the diffused prior on any model and in any units.
+
+Precise observations make the likelihood score stiff: explicit Euler diverges once
+dt g(t)^2 h(t) exceeds 2 / (largest curvature of -log p(y | x)). The number of steps is
+therefore raised, per analysis, until that product is at most 1 (the curvature is found by power
+iteration at the ensemble mean); ``steps`` is the minimum, and the count used is a diagnostic.
+The last step adds no noise (``final_noise=false``): it would leave variance dt that no later
+step removes.
 """
 
 from __future__ import annotations
@@ -34,12 +45,12 @@ class EnSF(EnsembleFilter):
         "steps": 100,  # Euler-Maruyama steps from t = 1 to 0 (at least; more when stiff)
         "eps_alpha": 0.05,  # alpha at t = 1 (the paper's eps)
         "likelihood_weight": 1.0,  # scales the damping h(t) = 1 - t of the likelihood score
-        "prior": "mixture",  # prior score: the ensemble mixture, or each sample's own "member"
+        "prior": "member",  # prior score: each sample's own diffused "member", or the ensemble "mixture"
         "batch": 0,  # prior-score mini-batch: members drawn per step (0: all members)
         "inflation": 1.0,  # multiplicative, on the prior anomalies
         "rtps": 0.0,  # relaxation of the analysis spread to the prior's, 0 (off) to 1
         "final_noise": False,  # add the last Euler step's noise (off: the last step denoises)
-        "scale": "spread",  # standardise by the ensemble's std ("spread") or the climatology's
+        "scale": "climatology",  # standardise by the climatological std, or the ensemble "spread"
     }
     preferred_members = 20
 
