@@ -1,16 +1,21 @@
 """Summary scores as a DA reviewer checks them: exact sphere quadrature, O-B/O-A normalised by
 the observation error, per-variable biases, and WeatherBench 2's spread/skill."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch_harmonics.quadrature import legendre_gauss_weights
 
 from interfaces import metrics
 from interfaces.harness import Experiment, run_experiment
+from interfaces.hookspecs import hookimpl
 from interfaces.models import sphere
+from interfaces.models.base import Model
+from interfaces.registry import build_registry
 
 
 # --- area weights on the sphere -----------------------------------------------------------------
@@ -118,3 +123,122 @@ def test_spread_skill_is_weatherbench2s_ratio_of_time_mean_variances(linear_enkf
     assert s["skill"] == pytest.approx(math.sqrt(float(Pa.diagonal().mean())), rel=0.03)
     # analysis_rmse keeps its definition: the time mean of the per-cycle RMSE.
     assert s["analysis_rmse"] == pytest.approx(float(np.sqrt(mse).mean()), rel=1e-12)
+
+
+# --- a two-variable model: metres and metres per second ---------------------------------------------
+class TwoFields(Model):
+    """Height (m, std 50 about 1000) and wind (m s-1, std 2) as independent AR(1) fields on a
+    ring of 12 points: variables whose units differ by a factor of 25, as h and u do on the sphere."""
+
+    name = "twofields"
+    description = "two independent AR(1) fields in m and m s-1 (scores test)"
+    variables = ("h", "u")
+    units = ("m", "m s-1")
+    standard_names = ("", "")
+    default_obs_std = (10.0, 0.5)
+    state_shape = (2, 12)
+    MEAN, STD, PHI = (1000.0, 0.0), (50.0, 2.0), 0.8
+
+    def _scaled(self, z):
+        mean = torch.tensor(self.MEAN, dtype=torch.float64)[:, None]
+        return mean + torch.tensor(self.STD, dtype=torch.float64)[:, None] * z
+
+    def forecast(self, ensemble, generator=None):
+        z = (ensemble - self._scaled(torch.zeros(self.state_shape))) / torch.tensor(self.STD, dtype=torch.float64)[:, None]
+        z = self.PHI * z
+        if generator is not None:
+            z = z + math.sqrt(1 - self.PHI ** 2) * torch.randn(z.shape, generator=generator, dtype=torch.float64)
+        return self._scaled(z)
+
+    def initial_states(self, n, generator):
+        return self._scaled(torch.randn(n, *self.state_shape, generator=generator, dtype=torch.float64))
+
+    def climatology(self, n):
+        return self.initial_states(n, torch.Generator().manual_seed(5))
+
+    def point_coords(self):
+        return torch.arange(12, dtype=torch.float64)[:, None]
+
+    def distance(self, a, b):
+        return (a[:, :1] - b[:, :1].T).abs()
+
+
+@pytest.fixture(scope="module")
+def two_field_run(tmp_path_factory):
+    class Plugin:
+        @hookimpl
+        def da_harness_register(self, registry):
+            registry.add_model(TwoFields)
+
+    out = tmp_path_factory.mktemp("two") / "run.nc"
+    exp = Experiment(model="twofields", method="enkf", obs="every:2", members=10, cycles=40, burn_in=5, out=str(out))
+    res = run_experiment(exp, build_registry(extra_plugins=[("twofields-plugin", Plugin())]))
+    return res, xr.open_dataset(out)
+
+
+def test_observation_departures_per_variable_and_normalised(two_field_run):
+    res, ds = two_field_run
+    s, op = res.summary, res.setup.operator
+    keep = slice(s["burn_in"], s["cycles"])
+    H = op.matrix().numpy()
+    flat_b = np.stack([ds.background_h.values, ds.background_u.values], axis=1).reshape(ds.sizes["time"], -1)
+    d = ds.obs_value.values - flat_b @ H.T  # (time, obs) O-B in the observations' units
+    chan = op.channels.numpy()
+    for v, name in enumerate(("h", "u")):
+        per_cycle = np.sqrt((d[:, chan == v] ** 2).mean(1))
+        assert np.allclose(ds[f"omb_rms_{name}"].values, per_cycle, rtol=1e-12)
+        assert s[f"omb_rms_{name}"] == pytest.approx(np.sqrt((per_cycle[keep] ** 2).mean()), rel=1e-12)
+        assert ds[f"omb_rms_{name}"].attrs["units"] == ("m", "m s-1")[v]
+    normalised = np.sqrt(((d / ds.obs_std.values) ** 2).mean(1))
+    assert np.allclose(ds.omb_norm.values, normalised, rtol=1e-12)
+    assert s["omb_norm"] == pytest.approx(np.sqrt((normalised[keep] ** 2).mean()), rel=1e-12)
+    assert ds.omb_norm.attrs["units"] == "1"
+    # Metres and m/s are no longer pooled into one figure: the h departures alone would dominate it.
+    assert "omb_rms" not in s and "omb_rms" not in ds
+    assert 0 < s["oma_norm"] < s["omb_norm"]
+
+
+def test_bias_per_variable_and_combined_as_the_rmse_is(two_field_run):
+    res, ds = two_field_run
+    s = res.summary
+    keep = slice(s["burn_in"], s["cycles"])
+    clim = res.setup.climatology
+    scale = clim.var(0).mean(-1).sqrt().numpy()  # each variable's climatological std
+    biases = []
+    for v, name in enumerate(("h", "u")):
+        bias = (ds[f"analysis_{name}"].values - ds[f"truth_{name}"].values)[keep].mean()
+        assert s[f"analysis_bias_{name}"] == pytest.approx(bias, rel=1e-10)
+        biases.append(bias / scale[v])
+    assert s["analysis_bias"] == pytest.approx(math.sqrt(np.mean(np.square(biases))), rel=1e-10)
+    # Normalised alike, so the bias can never exceed the RMSE (it did when metres met m/s).
+    assert 0 <= s["analysis_bias"] <= s["analysis_rmse"]
+    assert 0 <= s["background_bias"] <= s["background_rmse"]
+
+
+def test_spread_skill_per_variable_and_combined(two_field_run):
+    res, ds = two_field_run
+    s, N = res.summary, res.summary["members"]
+    keep = slice(s["burn_in"], s["cycles"])
+    scale = res.setup.climatology.var(0).mean(-1).sqrt().numpy()
+    spreads, skills = [], []
+    for v, name in enumerate(("h", "u")):
+        err = (ds[f"analysis_{name}"].values - ds[f"truth_{name}"].values)[keep]
+        skill = math.sqrt((err ** 2).mean())
+        spread = math.sqrt((ds[f"ensemble_spread_{name}"].values[keep] ** 2).mean())
+        assert s[f"skill_{name}"] == pytest.approx(skill, rel=1e-10)
+        assert s[f"spread_{name}"] == pytest.approx(spread, rel=1e-12)
+        assert s[f"spread_skill_{name}"] == pytest.approx(math.sqrt((N + 1) / N) * spread / skill, rel=1e-10)
+        spreads.append(spread / scale[v])
+        skills.append(skill / scale[v])
+    ratio = math.sqrt(np.mean(np.square(spreads))) / math.sqrt(np.mean(np.square(skills)))
+    assert s["spread_skill"] == pytest.approx(math.sqrt((N + 1) / N) * ratio, rel=1e-10)
+
+
+def test_run_file_states_how_each_summary_figure_is_aggregated(two_field_run):
+    res, ds = two_field_run
+    aggregation = json.loads(ds.attrs["aggregation"])
+    summary = json.loads(ds.attrs["summary"])
+    patterns = [p.strip().replace("<var>", var) for key in aggregation for p in key.split(",") for var in ("h", "u")]
+    scores = [k for k in summary if k.split("_")[0] in ("analysis", "background", "spread", "skill", "crps", "omb", "oma")]
+    assert scores and all(k in patterns for k in scores), [k for k in scores if k not in patterns]
+    assert "Jensen" not in aggregation["analysis_rmse"] and "time mean" in aggregation["analysis_rmse"]
