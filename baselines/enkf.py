@@ -15,6 +15,7 @@ import torch
 from interfaces.assimilator import Assimilator
 from interfaces.device import device_of, to_cpu, to_device
 from interfaces.errors import UsageError
+from interfaces.options import check_range
 
 
 #: Below this many ensemble values (members x state size) an analysis runs on one thread.
@@ -87,7 +88,7 @@ class EnKF(EnsembleFilter):
     description = "global EnKF: square-root ETKF (default) or perturbed-observation (variant=stochastic)"
     defaults = {
         "variant": "etkf",  # or "stochastic"
-        # Negative inflation or RTPS: the variant's default below.
+        # -1 (not given): the variant's default below; a value given is checked in __init__.
         "inflation": -1.0,  # multiplicative, on the prior anomalies
         "rtps": -1.0,  # relaxation to prior spread, 0 (off) to 1
         "center_perturbations": True,  # stochastic: zero-mean observation perturbations
@@ -103,6 +104,12 @@ class EnKF(EnsembleFilter):
         super().__init__(**options)
         if self.options["variant"] not in ("etkf", "stochastic"):
             raise UsageError(f"unknown enkf variant '{self.options['variant']}'; valid variants: etkf, stochastic")
+        owner = f"method '{self.name}'"
+        # Only values the user gave are checked: -1 is the "variant's default" marker.
+        if "inflation" in options:
+            check_range(owner, self.options, "inflation", 0.0, low_open=True, meaning=" (multiplicative)")
+        if "rtps" in options:
+            check_range(owner, self.options, "rtps", 0.0, 1.0, meaning=" (0: off, 1: full relaxation)")
         inflation, relax = self.variant_defaults[self.options["variant"]]
         if self.options["inflation"] < 0:
             self.options["inflation"] = inflation

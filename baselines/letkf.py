@@ -14,6 +14,7 @@ import math
 import torch
 
 from interfaces.device import device_of
+from interfaces.options import check_range
 
 from .enkf import EnsembleFilter, ensemble_space, rtps
 from .localization import observation_weights
@@ -31,6 +32,10 @@ class LETKF(EnsembleFilter):
 
     def __init__(self, **options):
         super().__init__(**options)
+        owner = f"method '{self.name}'"
+        check_range(owner, self.options, "radius", 0.0, meaning=" (0: the model's default length scale)")
+        check_range(owner, self.options, "inflation", 0.0, low_open=True, meaning=" (multiplicative)")
+        check_range(owner, self.options, "rtps", 0.0, 1.0, meaning=" (0: off, 1: full relaxation)")
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (locations, weights)
 
     def _half_width(self) -> float:

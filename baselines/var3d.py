@@ -18,6 +18,7 @@ import torch
 from interfaces.assimilator import Assimilator
 from interfaces.device import device_of, to_cpu, to_device
 from interfaces.errors import UsageError
+from interfaces.options import check_range
 
 from . import static_b
 
@@ -114,6 +115,12 @@ class Var3D(Assimilator):
         super().__init__(**options)
         if self.options["b_source"] not in self.default_scales:
             raise UsageError(f"unknown B source '{self.options['b_source']}'; valid sources: {', '.join(self.default_scales)}")
+        owner = f"method '{self.name}'"
+        check_range(owner, self.options, "scale", 0.0, meaning=" (0: the B source's default)")
+        check_range(owner, self.options, "nmc_perturbation", 0.0, low_open=True)
+        check_range(owner, self.options, "tol", 0.0, low_open=True)
+        for key, low in (("nmc_lead", 1), ("nmc_samples", 2), ("adaptive_cycles", 1), ("max_iter", 1)):
+            check_range(owner, self.options, key, low)
         self.covariance = None  # a BackgroundCovariance; tests may set the exact one
         self._diag: dict[str, float] = {}
         self._cg: dict = {}  # the last conjugate-gradient solve: converged, residual

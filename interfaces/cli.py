@@ -9,6 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
+from . import __version__
 from .errors import HarnessError, UsageError
 from .options import parse_assignments, split_options
 from .registry import get_registry, report_problems
@@ -22,6 +23,43 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # pragma: no cover - exercised through the CLI tests
         raise UsageError(message)
+
+
+THREADS_HELP = ("torch threads (default 1, or $DA_HARNESS_THREADS): on a shared or small machine "
+                "more threads than free cores made cycles tens of times slower")
+
+
+class _SubParser(_Parser):
+    """A subcommand's parser: also takes the global --threads, so it may follow the subcommand."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: when not given here, the value given before the subcommand (or none) stands.
+        self.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=THREADS_HELP)
+
+
+class _Once(argparse.Action):
+    """An option that may be given once: a second --method would silently win otherwise."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            raise UsageError(f"{option_string} given twice ('{getattr(namespace, self.dest)}' and '{values}'); "
+                             f"run takes one method: to compare several use `da-harness compare --methods a,b`")
+        setattr(namespace, self.dest, values)
+
+
+def env_threads() -> int:
+    """$DA_HARNESS_THREADS, else 1; a value that is not a positive integer is a one-line error."""
+    text = os.environ.get("DA_HARNESS_THREADS", "").strip()
+    if not text:
+        return 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"DA_HARNESS_THREADS='{text}' is not a positive integer (torch threads; unset it for 1)")
+    return value
 
 
 def _add_experiment_args(p: argparse.ArgumentParser) -> None:
@@ -42,11 +80,10 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="da-harness", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"da-harness {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("DA_HARNESS_THREADS", "1")),
-                        help="torch threads (default 1, or $DA_HARNESS_THREADS): on a shared or small machine "
-                             "more threads than free cores made cycles tens of times slower")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    sub = parser.add_subparsers(dest="command", parser_class=_SubParser)
     sub.required = True
 
     m = sub.add_parser("methods", help="list the registered assimilators")
@@ -55,17 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--json", action="store_true")
 
     run = sub.add_parser("run", help="run a cycling experiment")
-    run.add_argument("--method", required=True, help="assimilator (see `da-harness methods`)")
+    run.add_argument("--method", required=True, action=_Once, help="assimilator (see `da-harness methods`)")
     _add_experiment_args(run)
     run.add_argument("--out", default=None, help="netCDF run file to write (cycle by cycle, atomically)")
     run.add_argument("--resume", action="store_true", help="continue the run file given by --out")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing --out file (without it, an existing run file is refused)")
     run.add_argument("--checkpoint-every", type=int, default=0, help="write the run file every N cycles")
     run.add_argument("--qc-background", type=float, default=0.0, help="background check: reject |O-B| > K sigma")
     run.add_argument("--truth", default=None, help="truth trajectory from a netCDF file (run-file format)")
     run.add_argument("--observations", default=None, help="observations from a netCDF file (run-file format)")
 
     train = sub.add_parser("train", help="train a method's models (e.g. losda's VAE and diffusion prior)")
-    train.add_argument("--method", required=True)
+    train.add_argument("--method", required=True, action=_Once)
     train.add_argument("--steps", type=int, default=None, help="training steps (default: the method's)")
     _add_experiment_args(train)
 
@@ -78,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 def experiment_from_args(args, registry) -> "Experiment":
     from .harness import Experiment
 
+    if "," in args.method:
+        raise UsageError(f"--method takes one method, got '{args.method}'; to compare several use "
+                         f"`da-harness compare --methods {args.method}`")
     entry = registry.assimilator(args.method)
     model_entry = registry.model(args.model)
     routed = split_options(parse_assignments(args.options), {
@@ -89,6 +131,7 @@ def experiment_from_args(args, registry) -> "Experiment":
         burn_in=args.burn_in, members=args.members, seed=args.seed,
         model_options=routed["model"], method_options=routed["method"], device=args.device,
         out=getattr(args, "out", None), resume=getattr(args, "resume", False),
+        overwrite=getattr(args, "overwrite", False),
         progress=not args.no_progress, cache_dir=args.cache_dir,
         qc_background=getattr(args, "qc_background", 0.0),
         checkpoint_every=getattr(args, "checkpoint_every", 0),
@@ -170,7 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = get_registry()
         report_problems(registry)
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --version and --help print, then end here
+            return int(exc.code or 0)
+        if args.threads is None:
+            args.threads = env_threads()
         if args.threads < 1:
             raise UsageError(f"--threads must be a positive integer, got {args.threads}")
         import torch

@@ -8,6 +8,7 @@ assimilates the observations of time k+1 and records the result.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import sys
@@ -60,6 +61,7 @@ class Experiment:
     truth_file: str | None = None
     observations_file: str | None = None
     train_steps: int | None = None
+    overwrite: bool = False  # replace an existing --out file (else a complete or partial one is refused)
 
     def settings(self) -> dict[str, Any]:
         """What defines the experiment's numbers (stored in the run file, checked on resume)."""
@@ -141,7 +143,9 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     method = instantiate_method(registry, exp.method, exp.method_options, model=exp.model)
     entry = registry.assimilator(exp.method)
     members = exp.members or getattr(entry.factory, "preferred_members", None) or 20
-    climatology = model.climatology(CLIMATOLOGY_SIZE).to(torch.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # an unstable model is reported below
+        climatology = model.climatology(CLIMATOLOGY_SIZE).to(torch.float64)
+    _check_finite_run(climatology, exp.model, "climatology", "state", model.options)
 
     if exp.observations_file and ((exp.obs or "all") != "all" or exp.obs_std not in (None, "")):
         raise UsageError("--obs and --obs-std describe generated observations; they cannot be combined with --observations")
@@ -149,7 +153,9 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     # observes (io.TIME_RULE), so a run file given as both cannot be paired one cycle off.
     truth, observed = io.load_inputs(exp.truth_file, exp.observations_file, model, exp.cycles, registry)
     if truth is None:
-        truth = model.truth_run(exp.cycles, _stream(exp.seed, "truth")).to(torch.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            truth = model.truth_run(exp.cycles, _stream(exp.seed, "truth")).to(torch.float64)
+        _check_finite_run(truth, exp.model, "truth run", "time", model.options)
 
     if observed is not None:
         operator, obs_values, obs_std, obs_qc = observed
@@ -177,6 +183,30 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     )
     return Setup(exp, model, method, operator, truth, obs_values, obs_std, obs_qc, climatology,
                  members, context, registry)
+
+
+def _blow_up(s: Setup, k: int, start: int, ensemble: torch.Tensor) -> PluginError:
+    """The model, not the method, made non-finite values: say which, when, and the likely cause."""
+    exp = s.experiment
+    source = "the initial ensemble" if k == 0 else f"the analysis of cycle {k - 1}"
+    size, typical = float(ensemble.abs().max()), float(s.climatology.abs().max())
+    message = (f"model '{exp.model}' forecast non-finite values at cycle {k}, from {source} "
+               f"(largest |x| {size:.3g}; climatology's {typical:.3g}); ")
+    y = s.obs_values[k - 1][s.obs_qc[k - 1] == QC_USED] if k > 0 else s.obs_values[:0]
+    if k > 0 and size > 10 * typical and y.numel() and float(y.abs().max()) > 10 * typical:
+        message += (f"the observations of cycle {k - 1} reach {float(y.abs().max()):.3g}: check them, "
+                    f"or reject gross values with --qc-background K")
+    else:
+        message += f"the model is unstable with options {json.dumps(s.model.options, default=str)}"
+    return PluginError(message)
+
+
+def _check_finite_run(values: torch.Tensor, model: str, what: str, unit: str, options) -> None:
+    """A truth run or climatology that overflowed: the model's options, not a method, are at fault."""
+    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
+    if bad.any():
+        raise UsageError(f"model '{model}' {what} became non-finite (first at {unit} {int(bad.nonzero()[0])}) "
+                         f"with options {json.dumps(options, default=str)}; the model is unstable with them")
 
 
 def _check_analysis(analysis, background, method: str, plugin: str) -> torch.Tensor:
@@ -226,16 +256,17 @@ class RunResult:
 def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResult:
     """Set up, prepare the method, cycle, and summarise (writing ``exp.out`` if given)."""
     wall0 = time.perf_counter()
+    if exp.resume and not exp.out:
+        raise UsageError("--resume needs --out FILE (the run file to continue)")
+    # Before any work: a bad --out must not lose a finished run at its last write.
+    out = io.check_output(exp.out, exp.resume, exp.overwrite) if exp.out else None
     s = setup(exp, registry)
     entry = s.registry.assimilator(exp.method)
     rec = Recorder(s)
     forecast_gen = _stream(exp.seed, "model-noise")
     ensemble = None
     start = 0
-    out = Path(exp.out) if exp.out else None
     if exp.resume:
-        if out is None:
-            raise UsageError("--resume needs --out FILE (the run file to continue)")
         if out.exists():
             state = io.load_resume(out, s, rec)
             start, ensemble = state["completed"], state["ensemble"]
@@ -267,7 +298,10 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
         c0 = time.perf_counter()
         # Model noise (if the model has any) goes to ensemble members; a one-member run is a
         # deterministic method, whose forecast is the mean (interfaces/models/linear.py).
-        background = s.model.forecast(ensemble, forecast_gen if s.members > 1 else None)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below, in one line
+            background = s.model.forecast(ensemble, forecast_gen if s.members > 1 else None)
+        if not torch.isfinite(background).all():
+            raise _blow_up(s, k, start, ensemble)
         obs = Observations.from_values(s.obs_values[k], s.obs_std, s.obs_qc[k])
         if exp.qc_background > 0:
             background_check(obs, background, s.operator, exp.qc_background)

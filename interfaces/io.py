@@ -21,7 +21,7 @@ import xarray as xr
 
 from . import __version__, metrics, scoring
 from .errors import DataError, UsageError
-from .observations import QC_MEANINGS
+from .observations import QC_MEANINGS, usable_std
 from .cache import run_code_version
 from .provenance import code_commit
 
@@ -152,6 +152,44 @@ def write_atomic(ds: xr.Dataset, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_output(path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check ``--out`` before the first cycle, so a finished run is never lost at the last write.
+
+    The path must not be a directory, its folder must be creatable and writable. An existing
+    file is kept unless asked: ``resume`` continues it, ``overwrite`` replaces it; otherwise a
+    complete run, a partial one or any other file is refused, naming it."""
+    path = Path(path)
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: continue the run file, or replace it")
+    if path.is_dir():
+        raise UsageError(f"--out '{path}' is a directory; give a file in it, e.g. '{path / 'run.nc'}'")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out '{path}': cannot create its folder '{parent}': {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out '{path}': folder '{parent}' is not writable")
+    if not path.exists():
+        return path
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"--out '{path}' exists and is not writable")
+    if resume or overwrite:
+        return path
+    try:
+        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+            status = ds.attrs.get("status")
+            done, total = ds.attrs.get("completed_cycles"), ds.attrs.get("cycles")
+    except Exception:  # noqa: BLE001 - not netCDF: still someone's file
+        status = None
+    if status == "complete":
+        raise UsageError(f"--out '{path}' already holds a complete run; give --overwrite to replace it, or another --out")
+    if status == "partial":
+        raise UsageError(f"--out '{path}' holds a partial run ({done} of {total} cycles); give --resume to continue it "
+                         f"or --overwrite to start over")
+    raise UsageError(f"--out '{path}' exists and is not a da-harness run file; give --overwrite to replace it")
 
 
 def write_run(path, s: "Setup", rec: "Recorder", resume: dict | None = None, summary: dict | None = None) -> None:
@@ -490,6 +528,9 @@ def _obs_std(ds, path, start: int, cycles: int) -> np.ndarray:
         raise _bad(path, "observations", "obs_std", f"has dims {var.dims}, expected ('obs',) or ('time', 'obs')")
     if not np.all(np.isfinite(std) & (std > 0)):
         raise _bad(path, "observations", "obs_std", "must be finite and > 0")
+    if not usable_std(torch.from_numpy(np.asarray(std, dtype=np.float64))):
+        raise _bad(path, "observations", "obs_std", "is out of range: its square or inverse square overflows "
+                   "float64 (give stds between 1e-150 and 1e150)")
     return np.ascontiguousarray(std, dtype=np.float64)
 
 

@@ -263,7 +263,17 @@ def parse_std(text: str | None, model: "Model") -> torch.Tensor:
         raise UsageError(f"--obs-std '{text}' is not a number or var=number list") from None
     if not torch.all(torch.isfinite(stds) & (stds > 0)):
         raise UsageError(f"--obs-std '{text}' must be finite and positive")
+    if not usable_std(stds):
+        raise UsageError(f"--obs-std '{text}' is out of range: its square (the error variance) or its inverse "
+                         f"overflows float64; give a std between 1e-150 and 1e150")
     return stds
+
+
+def usable_std(std: torch.Tensor) -> bool:
+    """Whether R = std**2 and R^-1 are finite and non-zero in float64 (O-B normalised by the std
+    and every analysis use them); 1e300 passes a plain positivity check and breaks them."""
+    var = torch.as_tensor(std, dtype=torch.float64) ** 2
+    return bool(torch.all(torch.isfinite(var) & torch.isfinite(1.0 / var) & (var > 0)))
 
 
 def build_operator(

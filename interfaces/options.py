@@ -80,3 +80,24 @@ def split_options(given: Mapping[str, str], targets: Mapping[str, Mapping[str, A
         for owner in owners:
             routed[owner][key] = value
     return routed
+
+
+def check_range(owner: str, options: Mapping[str, Any], key: str, low: float | None = None,
+                high: float | None = None, *, low_open: bool = False, meaning: str = "") -> None:
+    """Refuse ``options[key]`` outside [low, high] (``low_open``: (low, high]) or NaN, in one line
+    naming the option, its valid range and the value given."""
+    value = options[key]
+    ok = value == value  # NaN fails every bound
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if ok:
+        return
+    if low is not None and high is not None:
+        bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+    elif low is not None:
+        bounds = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        bounds = f"<= {high:g}"
+    raise UsageError(f"option '{key}' of {owner} must be {bounds}{meaning}, got {value}")

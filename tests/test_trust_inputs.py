@@ -174,3 +174,136 @@ def test_the_method_seed_differs_between_seeds_and_is_not_the_seed(peeker_regist
              for k in (0, 1, 0)]
     assert seeds[0] == seeds[2] and seeds[0] != seeds[1]
     assert seeds[0] not in (0, 1) and seeds[1] not in (0, 1)
+
+
+# --- 2. a model that blows up is blamed on the model ----------------------------------------------
+
+def test_an_unstable_model_is_named_not_the_method(cli, tmp_path):
+    code, _, err = cli("run", "--method", "free", "--set", "model.forcing=1e6", "--cycles", 3,
+                       "--no-progress", "--cache-dir", tmp_path)
+    line = one_error_line(err, "model 'lorenz96'")
+    assert code == 2 and "non-finite" in line and '"forcing": 1000000.0' in line and "method" not in line
+
+
+def test_an_absurd_observation_is_reported_without_a_numpy_warning(reference, tmp_path, cli):
+    def huge(ds):
+        ds["obs_value"][3, 5] = 1e30
+        return ds
+    path = rewrite(reference, tmp_path, huge, "huge.nc")
+    code, _, err = cli("run", "--method", "3dvar", "--cycles", 8, "--observations", path, "--no-progress")
+    line = one_error_line(err, "model 'lorenz96' forecast non-finite values at cycle 4")
+    assert code == 1 and "observations of cycle 3 reach 1e+30" in line and "--qc-background" in line
+
+
+# --- 3. nonsense refused -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method,option,fragment", [
+    ("enkf", "inflation=-3", "option 'inflation' of method 'enkf' must be > 0"),
+    ("enkf", "rtps=1.5", "option 'rtps' of method 'enkf' must be in [0, 1]"),
+    ("letkf", "radius=-5", "option 'radius' of method 'letkf' must be >= 0"),
+    ("letkf", "rtps=-0.1", "option 'rtps' of method 'letkf' must be in [0, 1]"),
+    ("letkf", "inflation=nan", "option 'inflation' of method 'letkf' must be > 0"),
+    ("3dvar", "scale=-2", "option 'scale' of method '3dvar' must be >= 0"),
+    ("3dvar", "max_iter=0", "option 'max_iter' of method '3dvar' must be >= 1"),
+])
+def test_out_of_range_method_options_are_refused(cli, method, option, fragment):
+    code, _, err = cli("run", "--method", method, "--set", option, "--cycles", 2, "--no-progress")
+    assert code == 2
+    one_error_line(err, fragment)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--method", "3dvar", "--method", "enkf"], "--method given twice ('3dvar' and 'enkf')"),
+    (["--method", "3dvar,enkf"], "`da-harness compare --methods 3dvar,enkf`"),
+    (["--method", "3dvar", "--obs-std", "1e300"], "--obs-std '1e300' is out of range"),
+    (["--method", "3dvar", "--obs-std", "1e-200"], "--obs-std '1e-200' is out of range"),
+])
+def test_nonsense_on_the_command_line_is_refused(cli, args, fragment):
+    code, _, err = cli("run", *args, "--cycles", 2, "--no-progress")
+    assert code == 2
+    one_error_line(err, fragment)
+
+
+def test_an_absurd_std_in_an_observations_file_is_refused(reference, tmp_path, cli):
+    def absurd(ds):
+        ds["obs_std"][:] = 1e300
+        return ds
+    path = rewrite(reference, tmp_path, absurd, "absurd.nc")
+    code, _, err = cli("run", "--method", "3dvar", "--cycles", 4, "--observations", path, "--no-progress")
+    assert code == 1
+    one_error_line(err, "variable 'obs_std' is out of range")
+
+
+def test_an_observations_file_without_a_finite_value_warns_once(reference, tmp_path, cli):
+    """Running on is meaningful (it is a free run, and says so), so a warning, not an error."""
+    def empty(ds):
+        ds["obs_value"][:] = np.nan
+        return ds
+    path = rewrite(reference, tmp_path, empty, "empty.nc")
+    code, out, err = cli("run", "--method", "3dvar", "--cycles", 4, "--observations", path, "--no-progress", "--json")
+    assert code == 0 and json.loads(out)["obs_used"] == 0
+    warnings = [l for l in err.splitlines() if l.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("da-harness: warning:") and "no finite value" in warnings[0]
+
+
+# --- 4./5. the output file, checked before the first cycle --------------------------------------------
+
+def test_out_naming_a_directory_is_refused_before_any_work(cli, tmp_path, monkeypatch):
+    import interfaces.harness as h
+
+    monkeypatch.setattr(h, "setup", lambda *a, **k: pytest.fail("setup ran before --out was checked"))
+    code, _, err = cli("run", "--method", "free", "--cycles", 3, "--out", tmp_path, "--no-progress")
+    assert code == 2
+    one_error_line(err, "is a directory")
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli("run", "--method", "free", "--cycles", 3, "--out", tmp_path / "file" / "run.nc", "--no-progress")
+    assert code == 2
+    one_error_line(err, "cannot create its folder")
+
+
+def test_an_existing_run_file_is_kept_unless_overwrite(cli, tmp_path):
+    out = tmp_path / "run.nc"
+    assert cli("run", "--method", "free", "--cycles", 3, "--out", out, "--no-progress")[0] == 0
+    before = out.read_bytes()
+    code, _, err = cli("run", "--method", "free", "--cycles", 3, "--seed", 1, "--out", out, "--no-progress")
+    assert code == 2 and out.read_bytes() == before
+    one_error_line(err, f"--out '{out}' already holds a complete run; give --overwrite")
+    code, _, err = cli("run", "--method", "free", "--cycles", 3, "--seed", 1, "--out", out, "--no-progress", "--overwrite")
+    assert code == 0, err
+    with xr.open_dataset(out) as ds:
+        assert ds.attrs["seed"] == 1
+
+
+def test_a_partial_run_file_is_kept_unless_resume_or_overwrite(cli, tmp_path):
+    out = tmp_path / "run.nc"
+    assert cli("run", "--method", "free", "--cycles", 4, "--out", tmp_path / "full.nc", "--no-progress")[0] == 0
+    with xr.open_dataset(tmp_path / "full.nc") as ds:
+        ds.load().assign_attrs(status="partial", completed_cycles=2).to_netcdf(out)
+    code, _, err = cli("run", "--method", "free", "--cycles", 4, "--out", out, "--no-progress")
+    assert code == 2
+    one_error_line(err, "holds a partial run (2 of 4 cycles); give --resume to continue it or --overwrite")
+    code, _, err = cli("run", "--method", "free", "--cycles", 4, "--out", out, "--no-progress", "--resume", "--overwrite")
+    assert code == 2
+    one_error_line(err, "--resume and --overwrite contradict each other")
+
+
+# --- 6. --threads anywhere, --version, a bad $DA_HARNESS_THREADS -------------------------------------
+
+def test_threads_after_the_subcommand_and_version(cli, monkeypatch):
+    import interfaces
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    code, out, _ = cli("models", "--threads", 2)
+    assert code == 0 and seen == [2] and "lorenz96" in out
+    code, out, _ = cli("--threads", 3, "methods")
+    assert code == 0 and seen == [2, 3]
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"da-harness {interfaces.__version__}"
+
+
+def test_a_bad_threads_variable_is_one_line(cli, monkeypatch):
+    monkeypatch.setenv("DA_HARNESS_THREADS", "abc")
+    code, _, err = cli("methods")
+    assert code == 2
+    one_error_line(err, "DA_HARNESS_THREADS='abc' is not a positive integer")
