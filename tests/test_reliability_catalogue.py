@@ -423,11 +423,11 @@ def losda_checkpoint():
 
 
 @pytest.mark.parametrize("damage,fragment", [
-    ("missing", "is corrupt or unreadable"),
-    ("corrupt", "is corrupt or unreadable"),
-    ("not-a-checkpoint", "is not a losda checkpoint"),
+    ("missing", "does not exist"),
+    ("corrupt", "is not a torch checkpoint"),  # random bytes, not a zip archive
+    ("not-a-checkpoint", "is a torch file but not a losda checkpoint"),
     ("old-format", "this version reads"),
-    ("other-config", "does not match this configuration: preset is 'other'"),
+    ("other-config", "was trained for another configuration: preset is 'other'"),
 ])
 def test_losda_checkpoints_missing_corrupt_or_mismatched(losda_checkpoint, tmp_path, damage, fragment):
     ckpt, config = losda_checkpoint
