@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from . import __version__
 from .errors import HarnessError, UsageError
-from .options import parse_assignments, split_options
 from .registry import get_registry, report_problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,32 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare import add_compare_parser  # the comparison engine owns its arguments
 
     add_compare_parser(sub)
+    from .tune import add_tune_parser  # `tune` owns its arguments too
+
+    add_tune_parser(sub)
     return parser
 
 
 def experiment_from_args(args, registry) -> "Experiment":
-    from .harness import Experiment
+    from .api import experiment  # one place turns the options into an Experiment, for both
 
-    if "," in args.method:
-        raise UsageError(f"--method takes one method, got '{args.method}'; to compare several use "
-                         f"`da-harness compare --methods {args.method}`")
-    entry = registry.assimilator(args.method)
-    model_entry = registry.model(args.model)
-    routed = split_options(parse_assignments(args.options), {
-        "method": entry.factory.defaults if isinstance(entry.factory, type) else {},
-        "model": model_entry.factory.defaults,
-    })
-    return Experiment(
-        model=args.model, method=args.method, obs=args.obs, obs_std=args.obs_std, cycles=args.cycles,
-        burn_in=args.burn_in, members=args.members, seed=args.seed,
-        model_options=routed["model"], method_options=routed["method"], device=args.device,
+    return experiment(
+        args.model, args.method, obs=args.obs, obs_std=args.obs_std, cycles=args.cycles,
+        burn_in=args.burn_in, members=args.members, seed=args.seed, device=args.device,
+        options=args.options, truth=getattr(args, "truth", None), observations=getattr(args, "observations", None),
         out=getattr(args, "out", None), resume=getattr(args, "resume", False),
-        overwrite=getattr(args, "overwrite", False),
-        progress=not args.no_progress, cache_dir=args.cache_dir,
-        qc_background=getattr(args, "qc_background", 0.0),
-        checkpoint_every=getattr(args, "checkpoint_every", 0),
-        truth_file=getattr(args, "truth", None), observations_file=getattr(args, "observations", None),
-        train_steps=getattr(args, "steps", None),
+        overwrite=getattr(args, "overwrite", False), qc_background=getattr(args, "qc_background", 0.0),
+        checkpoint_every=getattr(args, "checkpoint_every", 0), cache_dir=args.cache_dir,
+        progress=not args.no_progress, train_steps=getattr(args, "steps", None), registry=registry,
     )
 
 
@@ -226,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         handler = {"methods": cmd_methods, "models": cmd_models, "run": cmd_run, "train": cmd_train}.get(args.command)
         if handler is None:
-            from .compare import cmd_compare as handler
+            from .compare import cmd_compare
+            from .tune import cmd_tune
+
+            handler = cmd_tune if args.command == "tune" else cmd_compare
         return handler(args, registry)
     except HarnessError as exc:
         if debug:

@@ -467,11 +467,16 @@ def steady_state(recs: list[dict]) -> dict[str, Any]:
         halves.append(statistics.series_mean_interval(series)[1])
     ps = [t["p"] for t in tests if math.isfinite(t["p"])]
     if not ps:
-        return {"stationary": None, "nonstationary_seeds": None, "trend_p": float("nan"),
-                "trend_relative_change": float("nan"), "analysis_rmse_time_ci95": float("nan")}
+        # No series: not tested, not claimed. Series too short or too autocorrelated for a test
+        # (fewer than 3 effective values): not shown stationary, which is what the flag claims.
+        return {"stationary": False if tests else None, "nonstationary_seeds": 0 if tests else None,
+                "trend_p": float("nan"), "trend_relative_change": float("nan"),
+                "stationary_reason": "too few independent cycles to test" if tests else None,
+                "analysis_rmse_time_ci95": float("nan")}
     p = statistics.combined_p(ps)
     finite = [h for h in halves if math.isfinite(h)]
     return {"stationary": bool(p >= statistics.ALPHA), "nonstationary_seeds": sum(q < statistics.ALPHA for q in ps),
+            "stationary_reason": None if p >= statistics.ALPHA else "trend",
             "trend_p": p, "trend_relative_change": t_interval([t["relative_change"] for t in tests])[0],
             "analysis_rmse_time_ci95": math.sqrt(sum(h * h for h in finite)) / len(finite) if finite else float("nan")}
 

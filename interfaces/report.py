@@ -124,6 +124,8 @@ def _stationary_cell(row: dict) -> str:
     """'yes', 'no (k of n seeds trend)' or '–' when the windows were too short to test."""
     if row.get("stationary") is None:
         return "–"
+    if row.get("stationary_reason") == "too few independent cycles to test":
+        return "**no** (untestable)"
     flagged = row.get("nonstationary_seeds") or 0
     text = "yes" if row["stationary"] else "**no**"
     return text + (f" ({flagged}/{row['seeds']} seeds)" if flagged else "")
@@ -132,12 +134,16 @@ def _stationary_cell(row: dict) -> str:
 def table_notes(table: dict) -> str:
     """Lines under a table: stationarity, seeds and the tuned options applied."""
     notes = []
-    if any(r.get("stationary") is False for r in table["rows"]):
-        names = ", ".join(f"{r['method']} ({r['trend_relative_change']:+.0%} over the window)"
-                          for r in table["rows"] if r.get("stationary") is False)
+    trending = [r for r in table["rows"] if r.get("stationary") is False and r.get("stationary_reason") == "trend"]
+    if trending:
+        names = ", ".join(f"{r['method']} ({r['trend_relative_change']:+.0%} over the window)" for r in trending)
         notes.append(f"Not stationary: {names}. Their scored window still trends (log analysis RMSE against "
                      "cycle, AR(1)-corrected, seeds pooled, 5 % level): the mean depends on the window; "
                      "lengthen the burn-in or the run.")
+    short = [r["method"] for r in table["rows"] if r.get("stationary") is False and r not in trending]
+    if short:
+        notes.append(f"Untestable: {', '.join(short)}: the scored window holds fewer than 3 independent cycles "
+                     "(AR(1) effective sample size), too few to show it stationary; lengthen the run.")
     if table.get("scored_seeds") is not None:
         seeds = ", ".join(map(str, table["scored_seeds"]))
         tuning = ", ".join(map(str, table.get("tuning_seeds") or [])) or "none declared"

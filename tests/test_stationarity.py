@@ -103,17 +103,19 @@ def test_rows_are_marked_when_their_windows_trend():
     rng = np.random.default_rng(4)
     records = ([rec("flat", s, 0.1, rmse_series(120, 0.5, rng)) for s in range(3)]
                + [rec("falling", s, 0.1, rmse_series(120, 0.5, rng, trend=-0.7)) for s in range(3)]
-               + [rec("unknown", s, 0.1) for s in range(3)])
+               + [rec("unknown", s, 0.1) for s in range(3)]
+               + [rec("short", s, 0.1, rmse_series(6, 0.5, rng)) for s in range(3)])
     (table,) = compare.aggregate(records)
     rows = {r["method"]: r for r in table["rows"]}
     assert rows["flat"]["stationary"] is True and rows["falling"]["stationary"] is False
     assert rows["falling"]["nonstationary_seeds"] == 3 and rows["falling"]["trend_relative_change"] < -0.3
     assert rows["unknown"]["stationary"] is None  # no per-cycle series: not tested, not claimed
+    assert rows["short"]["stationary"] is False  # too short to test: not shown stationary
     assert 0 < rows["flat"]["analysis_rmse_time_ci95"] < 0.1
     assert table["scored_seeds"] == [0, 1, 2]
     from interfaces import report
 
-    assert "Not stationary: falling" in report.table_notes(table)
+    assert "Not stationary: falling" in report.table_notes(table) and "Untestable: short" in report.table_notes(table)
     assert "| falling | 1 | 3 | **no** (3/3 seeds) |" in report.markdown_table(table)
 
 

@@ -1,0 +1,255 @@
+"""`da-harness tune`: choose a method's options on held-out tuning seeds.
+
+Each setting of the named options (a grid, or coordinate descent over the same value lists) is
+run on every tuning seed through the sweep machinery (run files named by job hash, so a rerun
+reads finished settings), scored by the mean over seeds of the steady-state analysis RMSE (the
+cycles after burn-in), and the lowest finite score wins. The chosen values and the whole search
+go to a tuned-options file (interfaces/tuned.py) that suite blocks apply with ``tuned = "..."``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+import time
+from argparse import Namespace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import compare, sweep, tuned
+from .errors import UsageError
+from .grouping import group_name
+from .options import parse_assignments
+from .statistics import t_interval
+
+
+def add_tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="choose a method's options on held-out tuning seeds")
+    p.add_argument("--method", required=True, help="the method to tune")
+    p.add_argument("--model", default="lorenz96", help="testbed (default lorenz96)")
+    p.add_argument("--obs", default="all", help="one observation network (default all)")
+    p.add_argument("--obs-std", default=None, help="observation-error std")
+    p.add_argument("--seeds", required=True, metavar="S1,S2,...", help="tuning seeds (no table may score them)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a method option and the values to try (repeatable)")
+    p.add_argument("--descent", action="store_true",
+                   help="coordinate descent over the --grid values (from each list's first value) instead of the full grid")
+    p.add_argument("--rounds", type=int, default=3, help="most coordinate-descent rounds (default 3)")
+    p.add_argument("--cycles", type=int, default=100, help="cycles per run, burn-in included (default 100)")
+    p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the score")
+    p.add_argument("--members", type=int, default=None, help="ensemble size")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="fixed model or method option (repeatable)")
+    p.add_argument("--suite", default=None, help="refuse tuning seeds that this suite scores; default --out from its name")
+    p.add_argument("--out", default=None, help="tuned-options file to update (default benchmarks/tuned/<suite>.toml, "
+                                                "or runs/tune/tuned.toml without --suite)")
+    p.add_argument("--runs", default=None, help="folder for the run files (default runs/tune/<table>-<method>)")
+    p.add_argument("--serial", action="store_true", help="run the jobs one after another in this process")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--json", action="store_true", help="print the tuned entry as JSON")
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """['zeta=0.5,1', 'steps=10'] -> {'zeta': ['0.5', '1'], 'steps': ['10']}."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise UsageError(f"--grid needs KEY=V1,V2,... items, got '{item}'")
+        if key.strip() in grid:
+            raise UsageError(f"--grid names option '{key.strip()}' twice")
+        grid[key.strip()] = vals
+    if not grid:
+        raise UsageError("tune needs at least one --grid KEY=V1,V2,...")
+    return grid
+
+
+def suite_scoring_seeds(suite: dict, model: str) -> dict[int, list[str]]:
+    """{seed: [blocks scoring it]} over the suite's blocks on ``model``."""
+    scored: dict[int, list[str]] = {}
+    for block in suite["experiments"]:
+        b = compare._merge(suite.get("defaults", {}), block)
+        if b["model"] != model:
+            continue
+        where = f"{b['model']} {b.get('model_options', {}).get('resolution', '')}".strip()
+        for s in compare.block_seeds(b, suite)[0]:
+            scored.setdefault(s, []).append(where)
+    return scored
+
+
+def cmd_tune(args, registry) -> int:
+    started = time.perf_counter()
+    seeds = compare.parse_seeds(args.seeds, "--seeds", count_ok=False)
+    grid = parse_grid(args.grid)
+    registry.assimilator(args.method)  # unknown method: one line naming the valid ones
+    suite = compare.load_suite(args.suite) if args.suite else None
+    if suite is not None:
+        scored = suite_scoring_seeds(suite, args.model)
+        both = sorted(set(seeds) & set(scored))
+        if both:
+            raise UsageError(f"tuning seeds {', '.join(map(str, both))} are scoring seeds of suite '{suite['name']}' "
+                             f"({', '.join(sorted({w for s in both for w in scored[s]}))}); tune on held-out seeds")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be a positive integer, got {args.rounds}")
+    search = Search(args, registry, grid, seeds)
+    entry = search.run()
+    out = Path(args.out or (f"benchmarks/tuned/{suite['name']}.toml" if suite else "runs/tune/tuned.toml"))
+    entry.update(suite=suite["name"] if suite else None, command=command_line(args),
+                 commit=_commit(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 wall_seconds=round(time.perf_counter() - started, 1))
+    tuned.upsert(out, entry)
+    if args.json:
+        print(json.dumps(compare._clean({**entry, "file": str(out)})))
+    else:
+        print(search_table(entry) + f"\n\nWritten to {out}.")
+    return 0
+
+
+def command_line(args) -> str:
+    """The command that reproduces this search, rebuilt from the parsed arguments."""
+    import shlex
+
+    parts = ["da-harness", "tune", "--method", args.method, "--model", args.model, "--obs", args.obs,
+             "--seeds", ",".join(map(str, compare.parse_seeds(args.seeds, "--seeds", count_ok=False))),
+             "--cycles", str(args.cycles)]
+    for flag, value in (("--burn-in", args.burn_in), ("--members", args.members), ("--obs-std", args.obs_std),
+                        ("--suite", args.suite)):
+        if value is not None:
+            parts += [flag, str(value)]
+    for item in args.grid:
+        parts += ["--grid", item]
+    for item in args.options:
+        parts += ["--set", item]
+    if args.descent:
+        parts += ["--descent", "--rounds", str(args.rounds)]
+    return shlex.join(parts)
+
+
+def _commit() -> str:
+    from .provenance import code_commit
+
+    return code_commit()
+
+
+class Search:
+    """Runs settings of the grid's options on the tuning seeds and keeps every score."""
+
+    def __init__(self, args, registry, grid: dict[str, list[str]], seeds: list[int]):
+        self.args, self.registry, self.grid, self.seeds = args, registry, grid, seeds
+        self.fixed = parse_assignments(args.options)
+        first = self.jobs(tuple(v[0] for v in grid.values()))[0]
+        self.table = group_name(first)
+        self.members = first["members"]
+        self.run_dir = Path(args.runs or f"runs/tune/{self.table}-{args.method}") / "runs"
+        self.scores: dict[tuple, dict[str, Any]] = {}  # setting -> its search record, in the order tried
+
+    def jobs(self, setting: tuple[str, ...]) -> list[dict]:
+        """The sweep jobs of one setting (one per tuning seed), built as compare builds them."""
+        a = self.args
+        given = [f"{k}={v}" for k, v in self.fixed.items()] + [f"{a.method}.{k}={v}" for k, v in zip(self.grid, setting)]
+        ns = Namespace(options=given, methods=a.method, model=a.model, obs=[a.obs], obs_std=a.obs_std,
+                       seeds=",".join(map(str, self.seeds)), cycles=a.cycles, burn_in=a.burn_in, members=a.members)
+        return compare.build_jobs(ns, None, self.registry)
+
+    def evaluate(self, settings: list[tuple[str, ...]], bar) -> None:
+        """Run the settings not scored yet (all their seeds in one sweep) and score them."""
+        todo = [s for s in dict.fromkeys(settings) if s not in self.scores]
+        if not todo:
+            return
+        jobs = {s: self.jobs(s) for s in todo}
+        flat = [j for s in todo for j in jobs[s]]
+        log = (lambda line: bar.update(1 / len(self.seeds))) if bar is not None else (lambda line: None)
+        a = self.args
+        if not a.serial:
+            sweep.warm_up(sweep.pending(flat, self.run_dir), self.registry, a.cache_dir,
+                          lambda line: print(line, file=sys.stderr) if not a.no_progress else None)
+        records = sweep.run_jobs(flat, self.run_dir, mode="serial" if a.serial else "dask", workers=a.workers,
+                                 scheduler=a.scheduler, cache_dir=a.cache_dir, registry=self.registry if a.serial else None,
+                                 log=log)
+        by_hash = {r["hash"]: r for r in records}
+        for s in todo:
+            self.scores[s] = self.score(s, [by_hash[sweep.job_hash(j)] for j in jobs[s]])
+
+    def score(self, setting: tuple[str, ...], records: list[dict]) -> dict[str, Any]:
+        ok = [r for r in records if r["status"] != "failed"]
+        for r in ok:
+            r["series"] = sweep.scored_series(r["file"], r["summary"].get("burn_in") or 0)
+        mean, half, n = t_interval([r["summary"].get("analysis_rmse", float("nan")) for r in ok])
+        steady = compare.steady_state(ok)
+        failed = [r["error"] for r in records if r["status"] == "failed"]
+        if len(ok) < len(records):  # a setting that failed on a seed cannot win
+            mean = float("nan")
+        typed = {k: records[0]["job"]["method_options"][k] for k in self.grid}
+        return {"options": typed, "score": mean, "score_ci95": half, "seeds": n,
+                "time_ci95": steady["analysis_rmse_time_ci95"], "stationary": steady["stationary"],
+                "error": failed[0] if failed else None}
+
+    def run(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        a = self.args
+        values = list(self.grid.values())
+        total = math.prod(map(len, values)) if not a.descent else None
+        bar = tqdm(total=total, desc=f"tune {a.method} on {self.table}", unit="setting", file=sys.stderr,
+                   disable=a.no_progress or None, leave=False)
+        try:
+            if a.descent:
+                self.descend(bar)
+            else:
+                self.evaluate(list(itertools.product(*values)), bar)
+        finally:
+            bar.close()
+        finite = {s: r for s, r in self.scores.items() if math.isfinite(r["score"])}
+        if not finite:
+            errors = {r["error"] for r in self.scores.values() if r["error"]}
+            raise UsageError(f"tune: no setting of {', '.join(self.grid)} gave a finite score"
+                             + (f" (first error: {sorted(errors)[0]})" if errors else ""))
+        best = min(finite, key=lambda s: finite[s]["score"])
+        job = self.jobs(best)[0]
+        return {"table": self.table, "method": a.method, "model": job["model"], "model_options": job["model_options"],
+                "obs": job["obs"], "obs_std": job.get("obs_std"), "members": self.members, "seeds": self.seeds,
+                "cycles": job["cycles"], "burn_in": job.get("burn_in"), "strategy": "descent" if a.descent else "grid",
+                "chosen": self.scores[best]["options"], "score": self.scores[best]["score"],
+                "score_ci95": self.scores[best]["score_ci95"],
+                "fixed": {k: v for k, v in job["method_options"].items() if k in self.fixed},
+                "search": list(self.scores.values())}
+
+    def descend(self, bar) -> None:
+        """Coordinate descent: from each list's first value, move one option at a time to its
+        best value with the others held, until a round changes nothing."""
+        keys = list(self.grid)
+        current = tuple(v[0] for v in self.grid.values())
+        for _ in range(self.args.rounds):
+            start = current
+            for i, key in enumerate(keys):
+                trials = [current[:i] + (v,) + current[i + 1:] for v in self.grid[key]]
+                self.evaluate(trials, bar)
+                finite = [t for t in trials if math.isfinite(self.scores[t]["score"])]
+                if finite:
+                    current = min(finite, key=lambda t: self.scores[t]["score"])
+            if current == start:
+                return
+
+
+def search_table(entry: dict) -> str:
+    keys = list(entry["chosen"])
+    lines = [f"# tune {entry['method']} on {entry['table']} (seeds {', '.join(map(str, entry['seeds']))}, "
+             f"{entry['cycles']} cycles, {entry['burn_in']} burn-in)", "",
+             "| " + " | ".join([*keys, "RMSE a (seeds)", "± time (AR1)", "stationary", ""]) + " |",
+             "|" + "|".join(["---:"] * (len(keys) + 3) + ["---"]) + "|"]
+    for s in entry["search"]:
+        chosen = s["options"] == entry["chosen"]
+        score = "failed: " + s["error"] if s.get("error") else f"{s['score']:.4g}" + (
+            f" ± {s['score_ci95']:.2g}" if math.isfinite(s["score_ci95"]) else "")
+        time_ci = f"± {s['time_ci95']:.2g}" if s["time_ci95"] is not None and math.isfinite(s["time_ci95"]) else "–"
+        stationary = {True: "yes", False: "**no**", None: "–"}[s["stationary"]]
+        lines.append("| " + " | ".join([*(str(s["options"][k]) for k in keys), score, time_ci, stationary,
+                                        "chosen" if chosen else ""]) + " |")
+    return "\n".join(lines)

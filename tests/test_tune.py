@@ -1,0 +1,113 @@
+"""`da-harness tune`: the chosen options are the argmin of the recorded search, the file records
+the search and its seeds, suites apply it, and tuning/scoring seed overlaps are refused."""
+
+import json
+import math
+import tomllib
+from argparse import Namespace
+
+import pytest
+
+from interfaces import compare, tuned
+from interfaces.registry import get_registry
+
+TUNE = ["tune", "--method", "3dvar", "--set", "b_source=climatology", "--obs", "every:2",
+        "--cycles", "14", "--burn-in", "4", "--serial", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tuned_file(tmp_path_factory):
+    from interfaces.cli import main
+
+    folder = tmp_path_factory.mktemp("tune")
+    out = folder / "tuned.toml"
+    code = main([*TUNE, "--grid", "scale=0.05,0.5,5", "--seeds", "100,101", "--out", str(out),
+                 "--runs", str(folder / "runs")])
+    assert code == 0
+    return out
+
+
+def test_the_chosen_value_is_the_argmin_of_the_recorded_scores(tuned_file):
+    (entry,) = tomllib.loads(tuned_file.read_text())["entry"]
+    scores = {s["options"]["scale"]: s["score"] for s in entry["search"]}
+    assert sorted(scores) == [0.05, 0.5, 5.0] and all(math.isfinite(v) for v in scores.values())
+    assert len(set(scores.values())) == 3  # the settings really ran differently
+    assert entry["chosen"] == {"scale": min(scores, key=scores.get)}
+    assert entry["score"] == min(scores.values())
+    assert entry["seeds"] == [100, 101] and entry["table"] == "lorenz96-every2" and entry["method"] == "3dvar"
+    assert "--grid scale=0.05,0.5,5" in entry["command"] and entry["commit"] and entry["date"]
+    for s in entry["search"]:
+        assert s["seeds"] == 2 and s["score_ci95"] > 0 and "stationary" in s
+
+
+def test_a_rerun_reads_the_finished_settings_and_gives_the_same_choice(tuned_file, cli):
+    code, out, _ = cli(*TUNE, "--grid", "scale=0.05,0.5,5", "--seeds", "100,101", "--out", str(tuned_file),
+                       "--runs", str(tuned_file.parent / "runs"), "--json")
+    assert code == 0
+    again = json.loads(out)
+    (entry,) = tuned.read(tuned_file)  # replaced, not appended
+    assert again["chosen"] == entry["chosen"] and again["score"] == pytest.approx(entry["score"])
+
+
+def test_coordinate_descent_tries_fewer_settings_and_keeps_the_best(tmp_path, cli):
+    code, out, err = cli("tune", "--method", "enkf", "--members", "8", "--obs", "every:2", "--cycles", "12",
+                         "--burn-in", "4", "--serial", "--no-progress", "--seeds", "100", "--descent",
+                         "--grid", "inflation=1.0,1.05,1.2", "--grid", "rtps=0.0,0.5,0.9",
+                         "--out", str(tmp_path / "t.toml"), "--runs", str(tmp_path / "runs"), "--json")
+    assert code == 0, err
+    entry = json.loads(out)
+    tried = {(s["options"]["inflation"], s["options"]["rtps"]): s["score"] for s in entry["search"]}
+    assert len(tried) < 9 and (1.0, 0.0) in tried
+    best = min(tried, key=tried.get)
+    assert (entry["chosen"]["inflation"], entry["chosen"]["rtps"]) == best and entry["members"] == 8
+
+
+def _suite(tmp_path, tuned_path=None, scoring="[0, 1]", tuning="[100, 101]"):
+    path = tmp_path / "s.toml"
+    path.write_text(f"""name = "s"
+scoring_seeds = {scoring}
+tuning_seeds = {tuning}
+{f'tuned = "{tuned_path}"' if tuned_path else ''}
+[[experiments]]
+model = "lorenz96"
+obs = ["every:2"]
+cycles = 24
+burn_in = 4
+methods = ["free", "3dvar"]
+method_options = {{ 3dvar = {{ b_source = "climatology", scale = 1.0 }} }}
+""")
+    return path
+
+
+def test_tune_refuses_the_suites_scoring_seeds(tmp_path, cli):
+    code, _, err = cli(*TUNE, "--grid", "scale=0.5,1", "--seeds", "1,100", "--suite", str(_suite(tmp_path)),
+                       "--out", str(tmp_path / "t.toml"))
+    assert code == 2 and "tuning seeds 1 are scoring seeds of suite 's'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.toml").exists()
+
+
+def test_compare_applies_the_tuned_options_and_reports_them(tmp_path, tuned_file, cli):
+    (entry,) = tuned.read(tuned_file)
+    suite = compare.load_suite(str(_suite(tmp_path, tuned_file)))
+    args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
+                     burn_in=None, members=None)
+    protocol: dict = {}
+    jobs = compare.build_jobs(args, suite, get_registry(), protocol)
+    scales = {j["method_options"].get("scale") for j in jobs if j["method"] == "3dvar"}
+    assert scales == {entry["chosen"]["scale"]}  # the tuned value wins over the block's scale = 1.0
+    info = protocol["lorenz96-every2"]
+    assert info["tuned"] == {"3dvar": entry["chosen"]} and info["tuning_seeds"] == {100, 101}
+    code, out, err = cli("compare", "--suite", _suite(tmp_path, tuned_file), "--serial", "--no-plots", "--json",
+                         "--out", tmp_path / "cmp")
+    assert code == 0, err
+    (table,) = json.loads(out)["tables"]
+    assert table["scored_seeds"] == [0, 1] and table["tuning_seeds"] == [100, 101]
+    rows = {r["method"]: r for r in table["rows"]}
+    assert rows["3dvar"]["tuned"] == entry["chosen"] and rows["free"]["tuned"] is None
+    assert all(isinstance(r["stationary"], bool) for r in rows.values())
+
+
+def test_compare_refuses_to_score_the_seeds_the_applied_options_were_tuned_on(tmp_path, tuned_file, cli):
+    code, _, err = cli("compare", "--suite", _suite(tmp_path, tuned_file, scoring="[0, 101]", tuning="[100]"),
+                       "--serial", "--no-plots", "--out", tmp_path / "cmp")
+    assert code == 2 and "scoring seeds 101 were used to tune" in err and len(err.strip().splitlines()) == 1
