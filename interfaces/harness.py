@@ -251,6 +251,12 @@ class RunResult:
     summary: dict[str, Any]
     recorder: Recorder
     setup: Setup
+    #: What a resumed run would continue from (the run file's resume_* variables).
+    resume_state: dict[str, Any] | None = None
+
+    def dataset(self):
+        """The run file's xarray.Dataset, built by the function that writes the file."""
+        return io.build_dataset(self.setup, self.recorder, self.resume_state, self.summary)
 
 
 def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResult:
@@ -326,10 +332,11 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
         bar.close()
     summary = summarise(s, rec, prepare_seconds, loop_seconds, start)
     summary["total_seconds"] = time.perf_counter() - wall0
+    resume_state = _resume_state(ensemble, forecast_gen, s)
     if out is not None:
         summary["out"] = str(out)
-        io.write_run(out, s, rec, _resume_state(ensemble, forecast_gen, s), summary)
-    return RunResult(summary, rec, s)
+        io.write_run(out, s, rec, resume_state, summary)
+    return RunResult(summary, rec, s, resume_state)
 
 
 def _resume_state(ensemble, forecast_gen, s: Setup) -> dict[str, Any]:

@@ -97,7 +97,9 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
         units = model.location_units[i] if i < len(model.location_units) else "1"
         obs_coords[f"obs_{name}"] = ("obs", loc[:, i], {"units": units, "long_name": f"observation {name}"})
     coords.update(obs_coords)
-    data["obs_value"] = (("time", "obs"), s.obs_values[:n].numpy(), {"long_name": "observed value", "coordinates": " ".join(obs_coords)})
+    # No explicit 'coordinates' attribute: xarray writes it from the obs coordinates and takes it
+    # back on reading, so the Dataset in memory (interfaces.api.run) equals the file read back.
+    data["obs_value"] = (("time", "obs"), s.obs_values[:n].numpy(), {"long_name": "observed value"})
     data["obs_std"] = (("time", "obs"), np.broadcast_to(s.obs_std.numpy(), (n, op.n_obs)).copy(), {"long_name": "observation-error standard deviation"})
     data["obs_qc"] = (("time", "obs"), rec.obs_qc[:n].astype(np.int8),
                       {"long_name": "quality-control flag", "flag_values": np.arange(4, dtype=np.int8), "flag_meanings": QC_MEANINGS})
