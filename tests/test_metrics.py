@@ -1,5 +1,7 @@
 """Scores against brute-force definitions."""
 
+import math
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,3 +50,16 @@ def test_spread_skill_and_combine():
     per_var = torch.tensor([[2.0, 4.0]], dtype=torch.float64)
     assert torch.allclose(metrics.combine(per_var, torch.tensor([2.0, 4.0])), torch.tensor([1.0], dtype=torch.float64))
     assert torch.allclose(metrics.combine(per_var[:, :1], None), torch.tensor([2.0], dtype=torch.float64))
+
+
+def test_spread_skill_of_a_perfect_mean_is_not_a_crash():
+    # A zero skill (the mean hits the truth) used to raise ZeroDivisionError after a whole run.
+    assert metrics.spread_skill(0.5, 0.0, 10) == float("inf")
+    assert math.isnan(metrics.spread_skill(0.0, 0.0, 10))
+
+
+def test_normalised_departures_weigh_each_variable_by_its_error():
+    # 3 m of O-B with a 3 m error and 0.5 m/s with a 0.5 m/s error are equally good fits;
+    # pooled in physical units the metres would swamp the winds.
+    y = torch.tensor([3.0, 0.5], dtype=torch.float64)
+    assert metrics.departures_rms(y, torch.zeros(2, dtype=torch.float64), torch.tensor([3.0, 0.5], dtype=torch.float64)) == 1.0
