@@ -363,7 +363,7 @@ def test_plugin_raising_in_assimilate_leaves_a_partial_file(cli, broken_registry
 def test_a_failed_run_keeps_the_previous_complete_file(cli, broken_registry, run_file, tmp_path):
     out = tmp_path / "r.nc"
     out.write_bytes((run_file[0] / "run.nc").read_bytes())
-    code, _, err = cli("run", "--method", "raises", "--cycles", CYCLES, "--out", out, "--no-progress")
+    code, _, err = cli("run", "--method", "raises", "--cycles", CYCLES, "--out", out, "--no-progress", "--overwrite")
     assert code == 1 and "assimilate exploded" in one_error_line(err, "failed at cycle 3")
     assert out.read_bytes() == (run_file[0] / "run.nc").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # no temporary left
