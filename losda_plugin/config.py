@@ -13,22 +13,28 @@ from typing import Any
 
 from interfaces.errors import UsageError
 
+from .vae import DECODERS
+
 #: Bump when the checkpoint layout or the meaning of a setting changes.
 FORMAT = 1
 
 #: Options every latent method accepts; 0 / "" mean "take the preset's value".
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "preset": "full",  # full | quick (a minute or two of training, for smoke comparisons)
+    "preset": "full",  # full | quick (a minute or two of training, for smoke comparisons) | strong (sphere)
     "latent_channels": 0,
     "vae_widths": "",  # comma-separated channel widths per level, e.g. "16,32,64"
-    "kl_weight": 1e-4,
+    "vae_decoder": "",  # plain | residual (a linear path beside the convolutions)
+    "kl_weight": 0.0,
     "vae_steps": 0,
     "denoiser_width": 0,
     "denoiser_blocks": 0,
     "denoiser_steps": 0,
     "pairs": 0,  # (truth, background) training pairs
-    "perturb": 0.15,  # background perturbation std, as a fraction of the climatological std
-    "perturb_range": 4.0,  # each pair's perturbation size is log-uniform in [p/range, p*range]
+    # Each pair's initial background error (RMS, in climatological std units) is log-uniform in
+    # [error_min, error_max]: from below a tuned LETKF's (~0.04 on sw 32x64 at 5 %) to a free
+    # run's (sqrt 2: an unrelated state). See losda_plugin/training.py.
+    "error_min": 0.02,
+    "error_max": 1.414,
     "finetune": "",  # "" off; "self": backgrounds from a cycled run of this method
     "finetune_cycles": 0,
     "finetune_steps": 0,
@@ -39,24 +45,24 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 # reconstructed to only 0.13-0.27 in a few minutes; a full-length 1 x 40 latent reaches 0.01-0.02.
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("ring", "full"): {
-        "latent_channels": 1, "vae_widths": "32", "vae_steps": 2500, "vae_batch": 128,
+        "latent_channels": 1, "vae_widths": "32", "vae_steps": 2500, "vae_batch": 128, "kl_weight": 1e-4, "vae_decoder": "plain",
         "denoiser_width": 32, "denoiser_blocks": 4, "denoiser_steps": 3000, "denoiser_batch": 128,
         "pairs": 20000, "finetune_cycles": 2000, "finetune_steps": 1500,
     },
     ("ring", "quick"): {
-        "latent_channels": 1, "vae_widths": "32", "vae_steps": 800, "vae_batch": 128,
+        "latent_channels": 1, "vae_widths": "32", "vae_steps": 800, "vae_batch": 128, "kl_weight": 1e-4, "vae_decoder": "plain",
         "denoiser_width": 32, "denoiser_blocks": 3, "denoiser_steps": 1000, "denoiser_batch": 128,
         "pairs": 8000, "finetune_cycles": 300, "finetune_steps": 300,
     },
     # The sphere's latent is a 16 x 32 grid of 8 channels (4096 numbers for 6144): full-resolution
     # convolutions dominate the cost, so the encoder halves the grid once, early.
     ("sphere", "full"): {
-        "latent_channels": 8, "vae_widths": "16,32", "vae_steps": 1500, "vae_batch": 16,
+        "latent_channels": 8, "vae_widths": "16,32", "vae_steps": 1500, "vae_batch": 16, "kl_weight": 1e-4, "vae_decoder": "plain",
         "denoiser_width": 32, "denoiser_blocks": 3, "denoiser_steps": 1500, "denoiser_batch": 16,
         "pairs": 1000, "finetune_cycles": 100, "finetune_steps": 300,
     },
     ("sphere", "quick"): {
-        "latent_channels": 8, "vae_widths": "8,16", "vae_steps": 250, "vae_batch": 16,
+        "latent_channels": 8, "vae_widths": "8,16", "vae_steps": 250, "vae_batch": 16, "kl_weight": 1e-4, "vae_decoder": "plain",
         "denoiser_width": 24, "denoiser_blocks": 2, "denoiser_steps": 300, "denoiser_batch": 16,
         "pairs": 300, "finetune_cycles": 30, "finetune_steps": 60,
     },
@@ -79,6 +85,11 @@ def resolve_config(options: dict[str, Any], model, geometry, operator=None) -> d
         cfg["vae_widths"] = [int(w) for w in str(cfg["vae_widths"]).split(",")]
     except ValueError:
         raise UsageError(f"option 'vae_widths' needs comma-separated integers, got '{cfg['vae_widths']}'") from None
+    if cfg["vae_decoder"] not in DECODERS:
+        raise UsageError(f"option 'vae_decoder' must be one of {', '.join(DECODERS)}, got '{cfg['vae_decoder']}'")
+    if not 0 < cfg["error_min"] <= cfg["error_max"] <= 2:
+        raise UsageError(f"options 'error_min' and 'error_max' need 0 < error_min <= error_max <= 2 "
+                         f"(climatological std units), got {cfg['error_min']} and {cfg['error_max']}")
     if cfg["finetune"] not in ("", "self"):
         raise UsageError(f"option 'finetune' must be '' or 'self', got '{cfg['finetune']}'")
     cfg.update({

@@ -55,7 +55,7 @@ class LatentPrior:
 
 
 def build_networks(cfg: dict[str, Any], geometry: Geometry, mean: torch.Tensor, std: torch.Tensor, sigma_data: float = 1.0):
-    vae = VAE(geometry, cfg["vae_widths"], cfg["latent_channels"], mean, std)
+    vae = VAE(geometry, cfg["vae_widths"], cfg["latent_channels"], mean, std, decoder=cfg.get("vae_decoder", "plain"))
     latent_geometry = Geometry(geometry.kind, vae.latent_shape[1:], cfg["latent_channels"], True)
     net = DenoiserNet(latent_geometry, cfg["latent_channels"], cfg["denoiser_width"], cfg["denoiser_blocks"])
     return vae, ConditionalDenoiser(net, sigma_data)

@@ -17,6 +17,10 @@ import torch.nn as nn
 from .geometry import GeoConv, Geometry, ResBlock
 
 
+#: Decoder kinds: plain convolutions, or with a linear (residual) path beside them.
+DECODERS = ("plain", "residual")
+
+
 class Encoder(nn.Module):
     def __init__(self, geometry: Geometry, widths: list[int], latent_channels: int):
         super().__init__()
@@ -39,9 +43,17 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, geometry: Geometry, widths: list[int], latent_channels: int):
+    """Convolutions from the latent grid up to the model's grid. ``residual``: plus a linear path
+    (a learned interpolation: doubling then a 3x3 convolution per level, no activation) that
+    carries the large scales, so the nonlinear path only learns the correction."""
+
+    def __init__(self, geometry: Geometry, widths: list[int], latent_channels: int, residual: bool = False):
         super().__init__()
         self.geometry = geometry
+        self.linear = None
+        if residual:
+            self.linear = nn.ModuleList([GeoConv(geometry, latent_channels, latent_channels) for _ in widths[1:]])
+            self.linear_out = GeoConv(geometry, latent_channels, geometry.channels)
         rev = widths[::-1]
         self.inp = GeoConv(geometry, latent_channels, rev[0])
         self.blocks = nn.ModuleList()
@@ -56,18 +68,27 @@ class Decoder(nn.Module):
             h = block(h)
             if block is not self.blocks[-1]:
                 h = self.geometry.up(h)
-        return self.out(torch.nn.functional.silu(h))
+        out = self.out(torch.nn.functional.silu(h))
+        if self.linear is not None:
+            lin = z
+            for conv in self.linear:
+                lin = conv(self.geometry.up(lin))
+            out = out + self.linear_out(lin)
+        return out
 
 
 class VAE(nn.Module):
     """``levels = len(widths) - 1`` halvings; latent grid ``(latent_channels, *spatial / 2**levels)``."""
 
-    def __init__(self, geometry: Geometry, widths: list[int], latent_channels: int, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, geometry: Geometry, widths: list[int], latent_channels: int, mean: torch.Tensor, std: torch.Tensor,
+                 decoder: str = "plain"):
         super().__init__()
         geometry.check_levels(len(widths) - 1)
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown VAE decoder '{decoder}'; valid: {', '.join(DECODERS)}")
         self.geometry = geometry
         self.encoder = Encoder(geometry, widths, latent_channels)
-        self.decoder = Decoder(geometry, widths, latent_channels)
+        self.decoder = Decoder(geometry, widths, latent_channels, residual=decoder == "residual")
         # Normalisation (network layout: (channels, *spatial)) and latent scale live in buffers so
         # they travel with the checkpoint.
         self.register_buffer("mean", mean.to(torch.float32))
