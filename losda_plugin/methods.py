@@ -92,7 +92,6 @@ class LatentMethod(Assimilator):
 
     def prepare(self, context: Context) -> None:
         super().prepare(context)
-        self._generator = context.generator
         cfg, geometry = self.config(context)
         path = checkpoint.checkpoint_path(context.cache_dir, cfg)
         # Under the checkpoint's lock: concurrent runs that need the same prior train it once.
@@ -102,8 +101,12 @@ class LatentMethod(Assimilator):
                 where = f"no trained prior at {path}" if why == "missing" else f"the trained prior {path} is {why}"
                 print(f"losda: {where}; training one now (preset '{cfg['preset']}')", file=sys.stderr)
                 self.train(context)
-        self.prior = checkpoint.load(path, cfg, geometry).to(context.device)
+        self.use_prior(checkpoint.load(path, cfg, geometry).to(context.device), context.generator)
         self.train_seconds = self.prior.report.get("train_seconds")
+
+    def use_prior(self, prior, generator: torch.Generator) -> None:
+        """Analyse with ``prior`` (trained, in eval mode) and draw from ``generator``."""
+        self.prior, self._generator = prior, generator
 
     def _cycled_pairs(self, context: Context, cycles: int, seed: int):
         """(truth, background) pairs from this method cycled on a separate truth run."""
