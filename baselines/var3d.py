@@ -77,11 +77,16 @@ def conjugate_gradient(apply_A, b: torch.Tensor, tol: float, max_iter: int,
     return x, it
 
 
+#: The held-out run that estimates the balanced B starts from the climatological B times this
+#: (errors of a tenth of the climatological std); only its first leg uses it.
+BOOTSTRAP_SCALE = 0.01
+
+
 class Var3D(Assimilator):
     name = "3dvar"
     description = "3D-Var with static B (climatology or NMC-style), CG for linear H, L-BFGS otherwise"
     defaults = {
-        "b_source": "nmc",  # or "climatology"
+        "b_source": "nmc",  # or "climatology", or "balanced" (sphere: multivariate, see balanced_b.py)
         "scale": 0.0,  # B = scale * (sample covariance); 0: the source's default below
         "nmc_lead": 2,  # cycles of the NMC-style forecast differences
         "nmc_perturbation": 0.1,  # their initial perturbation, in climatological std
@@ -94,7 +99,7 @@ class Var3D(Assimilator):
     preferred_members = 1
     devices = None  # B, the operator and the minimisation live on Context.device
     #: Scales tuned on Lorenz-96 (all observed, R = I), used when ``scale`` is 0.
-    default_scales = {"climatology": 0.02, "nmc": 2.0}
+    default_scales = {"climatology": 0.02, "nmc": 2.0, "balanced": 1.0}
     #: The NMC-style differences are far smaller than the sphere's background errors, hence
     #: the large factor there (0.52 with 2, 0.22 with 128 at 32x64, 5 %).
     model_defaults = {"sw": {"scale": 128.0}}
@@ -134,11 +139,34 @@ class Var3D(Assimilator):
         o = self.options
         scale = o["scale"] if o["scale"] > 0 else self.default_scales.get(o["b_source"], 1.0)
         # Estimated on the CPU (it runs the model's forecasts), then kept on the run's device.
-        covariance = static_b.estimate(
-            context.model, context.climatology, o["b_source"], scale,
-            o["nmc_lead"], o["nmc_perturbation"], context.generator, o["nmc_samples"], progress=context.progress,
-        )
+        if o["b_source"] == "balanced":
+            covariance = self._balanced(context, scale)
+        else:
+            covariance = static_b.estimate(
+                context.model, context.climatology, o["b_source"], scale,
+                o["nmc_lead"], o["nmc_perturbation"], context.generator, o["nmc_samples"], progress=context.progress,
+            )
         self.covariance = to_device(covariance, context.device)
+
+    def _balanced(self, context, scale: float):
+        """The multivariate balanced B (cached per model configuration and observation spec),
+        estimated from held-out cycled runs that start from the univariate NMC B."""
+        from interfaces.observations import build_operator
+
+        from . import balanced_b
+
+        o = self.options
+
+        def bootstrap():
+            return static_b.estimate(context.model, context.climatology, "climatology", BOOTSTRAP_SCALE)
+
+        def analyse(S, xb, y, operator):
+            inv_std = 1.0 / operator.std
+            solve = self._solve_linear if operator.linear else self._solve_nonlinear
+            v, _ = solve(S, xb.reshape(xb.shape[0], -1), y, inv_std, operator)
+            return (xb.reshape(xb.shape[0], -1) + S.sqrt(v)).reshape(xb.shape)
+
+        return balanced_b.estimate(context.model, context, analyse, bootstrap, scale, build_operator=build_operator)
 
     def assimilate(self, background, observations, operator):
         members = background.shape[0]
