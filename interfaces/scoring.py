@@ -51,6 +51,11 @@ AGGREGATION = {
     "obs_used, obs_flagged": "counts over all completed cycles, burn-in included",
     "diag_*": "time mean of the method's per-cycle diagnostic",
     "seconds_per_cycle": "wall time of the cycles this process ran, divided by their number",
+    "forecasts_per_cycle": "model integrations of one member per cycle: the ensemble size (1 for a "
+                           "deterministic method)",
+    "network_calls_per_cycle": "latent methods: time mean of the denoiser plus decoder forward passes per "
+                               "cycle (each on the batch of members x samples), from diag_denoiser_calls "
+                               "and diag_decoder_calls",
 }
 
 
@@ -186,6 +191,11 @@ def summarise(s: "Setup", rec: Recorder, prepare_seconds: float, loop_seconds: f
     # What training the method's learned state cost, even when this run read it from the cache.
     summary["train_seconds"] = float(s.method.train_seconds or 0.0)
     summary["seconds_per_cycle"] = loop_seconds / done if done else float("nan")
+    # The harness forecasts every member once per cycle.
+    summary["forecasts_per_cycle"] = s.members
+    calls = [summary[k] for k in ("diag_denoiser_calls", "diag_decoder_calls") if k in summary]
+    if calls:
+        summary["network_calls_per_cycle"] = float(sum(calls))
     summary["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     summary["version"] = __version__
     return summary

@@ -142,15 +142,18 @@ class LatentMethod(Assimilator):
         prior = self.prior
         # The harness hands CPU float64 tensors; the analysis runs on the prior's device.
         device, x_b = prior.device, background.to(prior.device)
-        misfit = ObservationMisfit(prior.decode, to_device(operator, device), observations.values.to(device),
+        # Network calls (forward passes on the batch of members x draws) per cycle: the cost column.
+        self._diag["denoiser_calls"] = self._diag["decoder_calls"] = 0
+        decode = self._counted(prior.decode, "decoder_calls")
+        misfit = ObservationMisfit(decode, to_device(operator, device), observations.values.to(device),
                                    observations.std.to(device))
         z_b = prior.encode(x_b)
         draws = self.draws(members)
         z_a = self.analyse(z_b.repeat_interleave(draws, 0), misfit, draws)
         with torch.no_grad():
-            x_a = prior.decode(z_a).to(torch.float64).view(members, draws, *background.shape[1:])
+            x_a = decode(z_a).to(torch.float64).view(members, draws, *background.shape[1:])
             if self.options.get("output") == "increment":
-                x_a = x_b.unsqueeze(1) + x_a - prior.decode(z_b).to(torch.float64).unsqueeze(1)
+                x_a = x_b.unsqueeze(1) + x_a - decode(z_b).to(torch.float64).unsqueeze(1)
             if draws > 1:
                 self._diag["sample_spread"] = float(x_a.std(1).pow(2).mean().sqrt())
             analysis = x_a.mean(1)
@@ -160,6 +163,13 @@ class LatentMethod(Assimilator):
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diag)
 
+    def _counted(self, network, key: str):
+        """``network`` that adds one to the diagnostic ``key`` per call."""
+        def call(*args, **kwargs):
+            self._diag[key] += 1
+            return network(*args, **kwargs)
+        return call
+
     def _sigmas(self):
         sd = self.prior.sigma_data
         o = self.options
@@ -167,7 +177,7 @@ class LatentMethod(Assimilator):
 
     def _guided_sample(self, z_b, guidance):
         """One reverse process of the background-conditioned prior under ``guidance`` (losda, dps)."""
-        denoise = lambda z, s: self.prior.denoiser(z, s, z_b)  # noqa: E731
+        denoise = self._counted(lambda z, s: self.prior.denoiser(z, s, z_b), "denoiser_calls")
         z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, self.options["renoise"])
         self._diag["misfit"] = guidance.last_misfit
         return z
