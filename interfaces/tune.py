@@ -155,7 +155,7 @@ class Search:
         a = self.args
         given = [f"{k}={v}" for k, v in self.fixed.items()] + [f"{a.method}.{k}={v}" for k, v in zip(self.grid, setting)]
         ns = Namespace(options=given, methods=a.method, model=a.model, obs=[a.obs], obs_std=a.obs_std,
-                       seeds=",".join(map(str, self.seeds)), cycles=a.cycles, burn_in=a.burn_in, members=a.members)
+                       seeds=list(self.seeds), cycles=a.cycles, burn_in=a.burn_in, members=a.members)
         return compare.build_jobs(ns, None, self.registry)
 
     def evaluate(self, settings: list[tuple[str, ...]], bar) -> None:

@@ -49,17 +49,20 @@ def test_a_rerun_reads_the_finished_settings_and_gives_the_same_choice(tuned_fil
     assert again["chosen"] == entry["chosen"] and again["score"] == pytest.approx(entry["score"])
 
 
-def test_coordinate_descent_tries_fewer_settings_and_keeps_the_best(tmp_path, cli):
-    code, out, err = cli("tune", "--method", "enkf", "--members", "8", "--obs", "every:2", "--cycles", "12",
-                         "--burn-in", "4", "--serial", "--no-progress", "--seeds", "100", "--descent",
-                         "--grid", "inflation=1.0,1.05,1.2", "--grid", "rtps=0.0,0.5,0.9",
-                         "--out", str(tmp_path / "t.toml"), "--runs", str(tmp_path / "runs"), "--json")
+def test_coordinate_descent_ends_at_a_coordinate_wise_minimum(tmp_path, cli):
+    code, out, err = cli(*TUNE, "--seeds", "100", "--descent", "--grid", "scale=0.05,0.5,5",
+                         "--grid", "adaptive=false,true", "--out", str(tmp_path / "t.toml"),
+                         "--runs", str(tmp_path / "runs"), "--json")
     assert code == 0, err
     entry = json.loads(out)
-    tried = {(s["options"]["inflation"], s["options"]["rtps"]): s["score"] for s in entry["search"]}
-    assert len(tried) < 9 and (1.0, 0.0) in tried
-    best = min(tried, key=tried.get)
-    assert (entry["chosen"]["inflation"], entry["chosen"]["rtps"]) == best and entry["members"] == 8
+    tried = {(s["options"]["scale"], s["options"]["adaptive"]): s["score"] for s in entry["search"]}
+    assert (0.05, False) in tried and entry["strategy"] == "descent"
+    assert {s["seeds"] for s in entry["search"]} == {1}  # seed 100 alone, not a count of 100 seeds
+    chosen = (entry["chosen"]["scale"], entry["chosen"]["adaptive"])
+    assert chosen == min(tried, key=tried.get)
+    # Every move along one option from the choice was tried, and none is better.
+    for neighbour in [(v, chosen[1]) for v in (0.05, 0.5, 5.0)] + [(chosen[0], a) for a in (False, True)]:
+        assert tried[neighbour] >= tried[chosen]
 
 
 def _suite(tmp_path, tuned_path=None, scoring="[0, 1]", tuning="[100, 101]"):
