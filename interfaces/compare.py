@@ -21,13 +21,14 @@ from .grouping import group_key, group_name
 from .options import parse_assignments, resolve
 from . import statistics, tuned
 from .statistics import t_interval
+from .sweep import job_hash as sweep_job_hash
 
 SUITE_DIRS = (Path(__file__).resolve().parent.parent / "benchmarks" / "suites", Path("benchmarks") / "suites")
 
 #: Table columns in order; a trailing '*' stands for the per-variable scores of channel models.
 METRICS = ("analysis_rmse", "analysis_rmse_*", "background_rmse", "background_rmse_*", "spread_skill",
            "crps", "crps_*", "omb_norm", "oma_norm", "omb_rms", "oma_rms", "train_seconds", "prepare_seconds",
-           "seconds_per_cycle", "peak_memory_mb")
+           "seconds_per_cycle", "forecasts_per_cycle", "network_calls_per_cycle", "peak_memory_mb")
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -41,6 +42,9 @@ def add_compare_parser(sub) -> None:
                         "Without ';' a comma starts a new spec only where a kind follows "
                         "(random:0.05,every:2 is two specs; indices:1,2,3 and random:0.05@h,u are one)"),
     p.add_argument("--obs-std", default=None, help="observation-error std")
+    from .cli import add_truth_args
+
+    add_truth_args(p)  # with --suite, they replace every block's truth_options / model_error
     p.add_argument("--seeds", default=None, metavar="K|S1,S2,...",
                    help="scoring seeds: K for 0..K-1, or a list (default 1, or the suite's scoring_seeds)")
     p.add_argument("--cycles", type=int, default=None, help="cycles per run (default 100, or the suite's)")
@@ -294,40 +298,89 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                 raise unknown_name("method", m, registry.assimilators)
         model_cli, method_cli = _typed(*_route(cli_options, model, methods, registry), model, registry)
         model_options = {**b.get("model_options", {}), **model_cli}
+        imperfect = _imperfect(args, b, model, registry)
         members = b.get("members", {})
+        variants = _variants(b, methods, registry)
         tuned_file = b.get("tuned", (suite or {}).get("tuned"))
         entries = tuned.read(tuned.resolve_path(tuned_file)) if tuned_file else []
         for obs in parse_obs(b["obs"], registry):
-            table = group_name({"model": model, "model_options": model_options, "obs": obs})
+            table = group_name({"model": model, "model_options": model_options, "obs": obs, **imperfect})
             info = (protocol if protocol is not None else {}).setdefault(
                 table, {"scored_seeds": set(), "tuning_seeds": set(), "tuned": {}})
             info["scored_seeds"].update(b["scoring_seeds"])
             info["tuning_seeds"].update(b["tuning_seeds"])
-            for m in methods:
+            for m, variant in ((m, v) for m in methods for v in [None, *variants.get(m, [])]):
                 size = members.get(m) if isinstance(members, dict) else members
+                own = dict(variant or {})
+                size = own.pop("members", size)
                 if args.members and getattr(registry.assimilator(m).factory, "preferred_members", None) != 1:
                     size = args.members  # ensemble methods only: free or 3dvar stay single-member
-                applied = _tuned_options(entries, tuned_file, table, m, size, b["scoring_seeds"], method_cli[m])
+                applied = _tuned_options(entries, tuned_file, table, m, size, b["scoring_seeds"], {**own, **method_cli[m]},
+                                         variant=variant is not None)
                 if applied:
-                    info["tuned"][m] = applied
                     info["tuning_seeds"].update(tuned.find(entries, table, m)["seeds"])
+                    if variant is None:
+                        info["tuned"][m] = applied
                 for seed in b["scoring_seeds"]:
                     jobs.append(make_job(
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
                         cycles=int(b["cycles"]), seed=seed,
                         burn_in=args.burn_in if args.burn_in is not None else b.get("burn_in"),
-                        members=size, model_options=model_options,
+                        members=size, model_options=model_options, **imperfect,
                         # The method's defaults for this model are part of the job (and its hash),
                         # under the suite's options and --set: a change to that table reruns it.
-                        method_options=effective_options(
-                            registry, m, model, {**b.get("method_options", {}).get(m, {}), **applied, **method_cli[m]})))
+                        method_options=effective_options(registry, m, model, {
+                            **b.get("method_options", {}).get(m, {}), **applied, **own, **method_cli[m]})))
+                    info.setdefault("tuned_jobs", {})[sweep_hash(jobs[-1])] = applied or None
     unique = {sweep_hash(j): j for j in jobs}  # overlapping blocks must not run (and write) one job twice
     return list(unique.values())
 
 
-def _tuned_options(entries, path, table: str, method: str, members, scoring: list[int], cli: dict) -> dict:
-    """The options a tuned file chose for (table, method), less those --set overrides; refuses
-    scoring seeds the tuning used, and an entry tuned at another ensemble size."""
+def _variants(block: dict, methods: list[str], registry) -> dict[str, list[dict]]:
+    """A block's ``variants = { letkf = [{ members = 6, infl = 1.1 }, { members = 10 }] }``: extra
+    rows of a listed method, each its block settings with these members and options on top."""
+    raw = block.get("variants", {})
+    where = f"variants of the {block['model']} block"
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where} must be a table of method = [{{option = value, ...}}, ...], got {raw!r}")
+    for m, items in raw.items():
+        if m not in methods:
+            raise UsageError(f"{where} name method '{m}', which the block does not run; its methods: {', '.join(methods)}")
+        if not isinstance(items, list) or not all(isinstance(v, dict) and v for v in items):
+            raise UsageError(f"{where}: '{m}' must be a list of non-empty option tables, got {items!r}")
+        valid = {"members", *getattr(registry.assimilator(m).factory, "defaults", {})}
+        for key in (k for v in items for k in v if k not in valid):
+            raise UsageError(f"{where}: unknown option '{key}' for method '{m}'; valid: {', '.join(sorted(valid))}")
+    return raw
+
+
+def _imperfect(args, block: dict, model: str, registry) -> dict:
+    """A block's imperfect-model twin as job fields: ``truth_options`` (typed like the model's
+    options, so the job hash does not depend on where they came from) and ``model_error``;
+    --truth-set / --model-error replace the block's. Empty for a perfect-model twin, whose jobs
+    (and hashes) stay as they were."""
+    from . import model_error as errors
+
+    given = parse_assignments(getattr(args, "truth_options", None) or []) or dict(block.get("truth_options", {}))
+    spec = getattr(args, "model_error", None)
+    spec = (block.get("model_error") or "" if spec is None else spec).strip()
+    defaults = registry.model(model).factory.defaults
+    typed = resolve(defaults, given, f"the truth of model '{model}' (truth_options / --truth-set)")
+    out: dict = {}
+    if given:
+        out["truth_options"] = {k: typed[k] for k in given}
+    if spec and spec != "none":
+        if spec.partition(":")[0].strip() not in errors.KINDS:
+            errors.parse(spec, None)  # one line naming the valid kinds; the rest is checked per run
+        out["model_error"] = spec
+    return out
+
+
+def _tuned_options(entries, path, table: str, method: str, members, scoring: list[int], cli: dict,
+                   variant: bool = False) -> dict:
+    """The options a tuned file chose for (table, method), less those --set (or a variant's own
+    options) override; refuses scoring seeds the tuning used, and an entry tuned at another
+    ensemble size (a variant at another size simply runs untuned: its row says so)."""
     entry = tuned.find(entries, table, method)
     if entry is None:
         return {}
@@ -336,6 +389,8 @@ def _tuned_options(entries, path, table: str, method: str, members, scoring: lis
         raise UsageError(f"{method} on {table}: scoring seeds {', '.join(map(str, reused))} were used to tune the "
                          f"options applied from '{path}'; score on other seeds or retune on held-out ones")
     if entry.get("members") is not None and members is not None and int(entry["members"]) != int(members):
+        if variant:
+            return {}
         raise UsageError(f"{method} on {table}: '{path}' was tuned with {entry['members']} members, this table "
                          f"runs {members}; retune at this size")
     return {k: v for k, v in entry["chosen"].items() if k not in cli}
@@ -420,34 +475,100 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None) -> li
     tables = []
     for key, recs in groups.items():
         job = recs[0]["job"]
+        label_rows(recs)
+        for r in recs:  # run files written before the cost record: the harness forecasts every member
+            if r["status"] != "failed" and "members" in r["summary"]:
+                r["summary"].setdefault("forecasts_per_cycle", r["summary"]["members"])
         ok = [r["summary"] for r in recs if r["status"] != "failed"]
         cols = metric_columns(ok)
         info = (protocol or {}).get(group_name(job), {})
         rows = []
-        for method in dict.fromkeys(r["job"]["method"] for r in recs):
-            mine = [r for r in recs if r["job"]["method"] == method]
+        for label in dict.fromkeys(r["row"] for r in recs):
+            mine = [r for r in recs if r["row"] == label]
             sums = [r["summary"] for r in mine if r["status"] != "failed"]
-            row: dict[str, Any] = {"method": method, "seeds": len(sums), "failed": len(mine) - len(sums),
+            method = mine[0]["job"]["method"]
+            tuned_jobs = info.get("tuned_jobs")
+            row: dict[str, Any] = {"method": label, "variant_of": method, "variant": mine[0]["variant"],
+                                   "seeds": len(sums), "failed": len(mine) - len(sums),
                                    "members": sums[0]["members"] if sums else None,
-                                   "tuned": info.get("tuned", {}).get(method)}
+                                   "tuned": (tuned_jobs.get(sweep_job_hash(mine[0]["job"])) if tuned_jobs is not None
+                                             else info.get("tuned", {}).get(method))}
             for c in cols:
                 mean, half, _ = t_interval([s.get(c, float("nan")) for s in sums])
                 row[c] = mean
                 row[f"{c}_ci95"] = half
             row.update(steady_state([r for r in mine if r["status"] != "failed"]))
             rows.append(row)
-        paired = []
+        paired, matched = [], []
         if "analysis_rmse" in cols:
             _paired_with_best(rows, recs)
             cols.insert(cols.index("analysis_rmse") + 1, "rmse_minus_best")
-            present = {r["method"] for r in rows}
-            paired = paired_differences(recs, [(a, b) for a, b in pairs if a in present and b in present])
+            paired = paired_differences(recs, [p for p in (_pair_rows(rows, a, b) for a, b in pairs) if p])
+            matched = equal_cost_pairs(rows, recs, pairs)
         tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
                        "obs": job["obs"], "cycles": job["cycles"],
                        "burn_in": ok[0]["burn_in"] if ok else job.get("burn_in"), "columns": cols, "rows": rows,
-                       "pairs": paired, "scored_seeds": sorted({r["job"]["seed"] for r in recs}),
+                       "pairs": paired, "equal_cost_pairs": matched,
+                       "scored_seeds": sorted({r["job"]["seed"] for r in recs}),
                        "tuning_seeds": sorted(info.get("tuning_seeds", ()))})
     return tables
+
+
+#: What, besides a method's options, can tell two rows of one method apart in a table.
+VARIANT_FIELDS = ("members", "cycles", "burn_in", "obs_std")
+
+
+def label_rows(recs: list[dict]) -> None:
+    """Give each record of one table its row: ``r["row"]`` (the method's name, or with several
+    configurations of the method in the table, the name and the settings that tell them apart,
+    e.g. 'letkf (members=6, infl=1.1)') and ``r["variant"]`` ({setting: value} of those settings;
+    empty for a method run one way). Seeds of one configuration are one row, never merged with
+    another configuration's."""
+    def config(job):
+        return {**{k: job.get(k) for k in VARIANT_FIELDS}, **job.get("method_options", {})}
+
+    for method in dict.fromkeys(r["job"]["method"] for r in recs):
+        mine = [r for r in recs if r["job"]["method"] == method]
+        configs = [config(r["job"]) for r in mine]
+        keys = dict.fromkeys(k for c in configs for k in c)
+        differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+        for r, c in zip(mine, configs):
+            r["variant"] = {k: c.get(k) for k in differing}
+            r["row"] = method + (f" ({', '.join(f'{k}={v}' for k, v in r['variant'].items())})" if differing else "")
+
+
+def _pair_rows(rows: list[dict], a: str, b: str) -> tuple[str, str] | None:
+    """A requested pair as row labels: a name is a row label, or a method with exactly one row
+    (a method with several rows is compared at equal cost instead, see equal_cost_pairs)."""
+    def one(name):
+        exact = [r["method"] for r in rows if r["method"] == name]
+        mine = [r["method"] for r in rows if r["variant_of"] == name]
+        return exact[0] if exact else (mine[0] if len(mine) == 1 else None)
+
+    ra, rb = one(a), one(b)
+    return (ra, rb) if ra and rb else None
+
+
+def equal_cost_pairs(rows: list[dict], recs: list[dict], pairs) -> list[dict]:
+    """For each requested method pair (a, b): the row of a and the row of b whose seconds per
+    cycle are closest (smallest |log ratio|), with the paired seed-by-seed difference a - b
+    (Holm over this table's equal-cost pairs, as paired_differences does) and both costs."""
+    chosen = []
+    for a, b in pairs:
+        timed = lambda m: [r for r in rows if r["variant_of"] == m and r.get("seconds_per_cycle") is not None  # noqa: E731
+                           and math.isfinite(r["seconds_per_cycle"]) and r["seconds_per_cycle"] > 0]
+        candidates = [(abs(math.log(ra["seconds_per_cycle"] / rb["seconds_per_cycle"])), ra, rb)
+                      for ra in timed(a) for rb in timed(b)]
+        if candidates:
+            _, ra, rb = min(candidates, key=lambda c: c[0])
+            chosen.append((ra, rb))
+    out = paired_differences(recs, [(ra["method"], rb["method"]) for ra, rb in chosen])
+    for pair, (ra, rb) in zip(out, chosen):
+        pair["a_method"], pair["b_method"] = ra["variant_of"], rb["variant_of"]
+        for side, row in (("a", ra), ("b", rb)):
+            for cost in ("seconds_per_cycle", "forecasts_per_cycle", "network_calls_per_cycle"):
+                pair[f"{side}_{cost}"] = row.get(cost)
+    return out
 
 
 def steady_state(recs: list[dict]) -> dict[str, Any]:
@@ -519,9 +640,9 @@ def paired_difference(recs: list[dict], a: str, b: str) -> tuple[float, float, i
 
 
 def _seed_differences(recs: list[dict], a: str, b: str) -> list[float]:
-    def per_seed(method):
+    def per_seed(row):  # a row label (set by label_rows; the method name where it has not run)
         return {r["job"]["seed"]: r["summary"].get("analysis_rmse", float("nan")) for r in recs
-                if r["job"]["method"] == method and r["status"] != "failed"}
+                if r.get("row", r["job"]["method"]) == row and r["status"] != "failed"}
 
     ra, rb = per_seed(a), per_seed(b)
     return [ra[s] - rb[s] for s in sorted(set(ra) & set(rb))]

@@ -6,7 +6,8 @@ For a comparison (``da-harness compare`` draws these for every table): ``compare
 cycle, mean over seeds with a min-max band, analysis solid and background dashed, the
 observation-error level and the burn-in shaded) and ``compare_maps`` (truth, observations, and
 each method's analysis and error on colour scales shared by all methods, the error scale set by
-the methods that assimilate, not by the free run).
+the methods that assimilate, not by the free run), and ``compare_cost`` (analysis RMSE against
+seconds and forecasts per cycle, one connected series per method run at several settings).
 Each returns a matplotlib Figure and saves it when ``out`` is given. Figures are drawn on the Agg
 canvas directly, never through pyplot, so no global backend or figure list is touched.
 """
@@ -404,4 +405,54 @@ def compare_maps(runs: Mapping[str, Any], out=None, cycle: int = -1, variable: s
     fig.suptitle(title or f"{name}, cycle {top['cycle']}", fontsize=10)
     if out is not None:
         fig.savefig(out, dpi=90)
+    return fig
+
+
+#: The cost axes of ``compare_cost``: (row key, axis label).
+COST_AXES = (("seconds_per_cycle", "seconds per cycle (wall time)"),
+             ("forecasts_per_cycle", "forecasts per cycle (member integrations)"))
+
+
+def compare_cost(rows, out=None, title: str | None = None):
+    """Accuracy for the compute spent: analysis RMSE (mean over seeds, 95 % interval as error
+    bars) against seconds per cycle and, in a second panel, against forecasts per cycle, both on
+    log axes. ``rows`` are a comparison table's rows (interfaces.compare.aggregate): one point
+    each; the rows of one method run at several settings (``variant_of``, ``variant``) form one
+    connected series in one colour, each point labelled with the settings that tell it apart.
+    Rows without a finite RMSE or a positive cost are left out of that panel."""
+    rows = list(rows)
+    if not rows:
+        raise UsageError("compare_cost needs at least one table row")
+    fig = _figure(figsize=(12, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    methods = list(dict.fromkeys(r.get("variant_of", r["method"]) for r in rows))
+
+    def finite(v):
+        return v is not None and np.isfinite(v)
+
+    for ax, (key, axis_label) in zip(axes, COST_AXES):
+        for i, method in enumerate(methods):
+            points = sorted(((float(r[key]), r) for r in rows if r.get("variant_of", r["method"]) == method
+                             and finite(r.get(key)) and r[key] > 0 and finite(r.get("analysis_rmse"))),
+                            key=lambda p: p[0])
+            if not points:
+                continue
+            x = [p[0] for p in points]
+            y = [p[1]["analysis_rmse"] for p in points]
+            err = [p[1].get("analysis_rmse_ci95") if finite(p[1].get("analysis_rmse_ci95")) else 0.0 for p in points]
+            bars = ax.errorbar(x, y, yerr=err, fmt="o-", color=f"C{i}", ms=5, lw=1.2, capsize=3, label=method)
+            bars.lines[0].set_gid(method)  # the data line, found by method in tests and tools
+            for xi, yi, (_, r) in zip(x, y, points):
+                if r.get("variant"):
+                    text = ", ".join(f"{k}={v}" for k, v in r["variant"].items())
+                    ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=7, color=f"C{i}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(axis_label)
+        ax.grid(True, which="major", lw=0.4, color="0.85")
+    axes[0].set_ylabel("analysis RMSE (mean over seeds, 95 % interval)")
+    axes[0].legend(fontsize="small", loc="best")
+    fig.suptitle(title or "analysis RMSE against cost", fontsize=10)
+    if out is not None:
+        fig.savefig(out, dpi=100)
     return fig

@@ -21,10 +21,12 @@ from .provenance import code_commit
 LABELS = {
     "analysis_rmse": "RMSE a", "rmse_minus_best": "RMSE a − best (paired)", "background_rmse": "RMSE b", "spread_skill": "spread/skill",
     "crps": "CRPS", "omb_norm": "O-B/σo rms", "oma_norm": "O-A/σo rms", "omb_rms": "O-B rms", "oma_rms": "O-A rms", "train_seconds": "train s",
-    "prepare_seconds": "prepare s", "seconds_per_cycle": "s/cycle", "peak_memory_mb": "peak MB",
+    "prepare_seconds": "prepare s", "seconds_per_cycle": "s/cycle", "forecasts_per_cycle": "forecasts/cycle",
+    "network_calls_per_cycle": "net calls/cycle", "peak_memory_mb": "peak MB",
 }
 #: Columns shown without an interval: costs depend on the machine's load, not on the seed.
-COSTS = ("train_seconds", "prepare_seconds", "seconds_per_cycle", "peak_memory_mb")
+COSTS = ("train_seconds", "prepare_seconds", "seconds_per_cycle", "forecasts_per_cycle", "network_calls_per_cycle",
+         "peak_memory_mb")
 
 
 def label(col: str) -> str:
@@ -174,6 +176,32 @@ def paired_lines(table: dict) -> str:
     return text
 
 
+def equal_cost_lines(table: dict) -> str:
+    """The cost-matched pairs as one line: for each requested method pair, the rows whose
+    seconds per cycle are closest, their difference and both costs."""
+    m = len(table["equal_cost_pairs"])
+
+    def cost(p, side):
+        calls = p.get(f"{side}_network_calls_per_cycle")
+        return (f"{_fmt(p[f'{side}_seconds_per_cycle'], cost=True)} s, {_fmt(p[f'{side}_forecasts_per_cycle'], cost=True)} "
+                f"forecasts" + (f", {_fmt(calls, cost=True)} net calls" if calls is not None and math.isfinite(calls) else ""))
+
+    def p_text(p):
+        value = p.get("p_holm") if m > 1 else p.get("p")
+        if value is None or not math.isfinite(value):
+            return ""
+        return f", p{'(Holm)' if m > 1 else ''} {'< 0.001' if value < 0.001 else f'= {value:.2g}'}"
+
+    items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} "
+             f"({p['seeds']} seed{'s' if p['seeds'] != 1 else ''}{p_text(p)}; per cycle {cost(p, 'a')} against {cost(p, 'b')})"
+             for p in table["equal_cost_pairs"]]
+    text = ("At equal cost (for each pair of methods, the rows whose seconds per cycle are closest; paired RMSE a "
+            "difference, negative favours the first): " + "; ".join(items) + ".")
+    if m > 1:
+        text += f" Holm-adjusted over these {m} pairs, intervals at the Bonferroni level 1 − 0.05/{m}."
+    return text
+
+
 def table_title(table: dict) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in sorted(table["model_options"].items()))
     return (f"{table['model']}{f' ({opts})' if opts else ''}, obs {table['obs']}, "
@@ -194,6 +222,11 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              "best method, seed by seed (both saw the same truth and observations), mean ± 95 % interval; an interval "
              "that excludes 0 separates the two even when their own intervals overlap. train s: the time the method's trained state took to train (recorded with the checkpoint, also when it was read from the cache); "
              "peak MB: peak resident memory of the process that ran the job (shared by the jobs of one worker). "
+             "s/cycle: wall time per cycle; forecasts/cycle: model integrations of one member per cycle (the "
+             "ensemble size); net calls/cycle: the latent methods' denoiser and decoder forward passes per cycle "
+             "(each on the batch of members x samples); the -cost.png figure plots RMSE a against the first two. "
+             "A method run at several settings in one table has one row per setting, named by the settings "
+             "that differ. "
              "stationary: whether the scored windows show no trend in log analysis RMSE against cycle (per seed, "
              "slope error corrected for AR(1) autocorrelation; the seeds' p-values pooled by Fisher's method; 5 % "
              "level), with the seeds flagged one by one. ± time (AR1): the 95 % half-width of RMSE a that the finite "
@@ -202,6 +235,8 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
         if t.get("pairs"):
             parts += [paired_lines(t), ""]
+        if t.get("equal_cost_pairs"):
+            parts += [equal_cost_lines(t), ""]
         if table_notes(t):
             parts += [table_notes(t), ""]
     if failed:
@@ -254,6 +289,7 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
     for t in tables:
         stem = str(out / t["name"])  # names hold dots (random:0.05): no with_suffix
         pairs = f"\n{paired_lines(t)}\n" if t.get("pairs") else ""
+        pairs += f"\n{equal_cost_lines(t)}\n" if t.get("equal_cost_pairs") else ""
         notes = f"\n{table_notes(t)}\n" if table_notes(t) else ""
         (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n{pairs}{notes}")
         write_csv(t, csv_path := Path(f"{stem}.csv"))
@@ -264,18 +300,21 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
             if runs:
                 files.append(plot_rmse(runs, t, Path(f"{stem}-rmse.png")))
                 files.append(plot_maps(runs, t, Path(f"{stem}-maps.png")))
+            if "analysis_rmse" in t["columns"] and t["rows"]:
+                files.append(plot_cost(t, Path(f"{stem}-cost.png")))
     return files
 
 
 # --- plots (drawn by interfaces.plots) -----------------------------------------------------
 def seed_runs(table: dict, records: list[dict]) -> dict[str, dict[int, Path]]:
-    """{method: {seed: run file}} of the completed jobs of the table, seeds in order."""
+    """{row: {seed: run file}} of the completed jobs of the table, seeds in order (a row is the
+    method, or the method and its settings where the table runs it several ways)."""
     runs: dict[str, dict[int, Path]] = {}
     for r in records:
         job = r["job"]
         if r["status"] == "failed" or group_name(job) != table["name"] or not Path(r["file"]).exists():
             continue
-        runs.setdefault(job["method"], {})[job["seed"]] = Path(r["file"])
+        runs.setdefault(r.get("row", job["method"]), {})[job["seed"]] = Path(r["file"])
     return {m: dict(sorted(by_seed.items())) for m, by_seed in runs.items()}
 
 
@@ -295,6 +334,14 @@ def plot_rmse(runs: dict[str, dict[int, Path]], table: dict, path: Path) -> Path
 
     plots.compare_rmse({m: list(s.values()) for m, s in runs.items()}, out=path, burn_in=table.get("burn_in"),
                        title=f"{table_title(table)}: RMSE per cycle")
+    return path
+
+
+def plot_cost(table: dict, path: Path) -> Path:
+    """Analysis RMSE against seconds and forecasts per cycle, one point per row."""
+    from . import plots
+
+    plots.compare_cost(table["rows"], out=path, title=f"{table_title(table)}: accuracy against cost")
     return path
 
 
