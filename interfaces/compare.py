@@ -333,7 +333,7 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
 
 
 def _variants(block: dict, methods: list[str], registry) -> dict[str, list[dict]]:
-    """A block's ``variants = { letkf = [{ members = 6, infl = 1.1 }, { members = 10 }] }``: extra
+    """A block's ``variants = { letkf = [{ members = 6, inflation = 1.1 }, { members = 10 }] }``: extra
     rows of a listed method, each its block settings with these members and options on top."""
     raw = block.get("variants", {})
     where = f"variants of the {block['model']} block"
@@ -495,7 +495,7 @@ VARIANT_FIELDS = ("members", "cycles", "burn_in", "obs_std")
 def label_rows(recs: list[dict]) -> None:
     """Give each record of one table its row: ``r["row"]`` (the method's name, or with several
     configurations of the method in the table, the name and the settings that tell them apart,
-    e.g. 'letkf (members=6, infl=1.1)') and ``r["variant"]`` ({setting: value} of those settings;
+    e.g. 'letkf (members=6, inflation=1.1)') and ``r["variant"]`` ({setting: value} of those settings;
     empty for a method run one way). Seeds of one configuration are one row, never merged with
     another configuration's."""
     def config(job):
@@ -505,10 +505,21 @@ def label_rows(recs: list[dict]) -> None:
         mine = [r for r in recs if r["job"]["method"] == method]
         configs = [config(r["job"]) for r in mine]
         keys = dict.fromkeys(k for c in configs for k in c)
+        # A job holds only the options given (and the model's defaults): the rest are the method's own.
+        defaults = _declared_defaults(method)
+        configs = [{k: c.get(k, defaults.get(k, "default")) for k in keys} for c in configs]
         differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
         for r, c in zip(mine, configs):
             r["variant"] = {k: c.get(k) for k in differing}
             r["row"] = method + (f" ({', '.join(f'{k}={v}' for k, v in r['variant'].items())})" if differing else "")
+
+
+def _declared_defaults(method: str) -> dict:
+    """The option defaults a method declares ({} for a method the registry does not know)."""
+    from .registry import get_registry
+
+    entries = get_registry().assimilators
+    return dict(getattr(entries[method].factory, "defaults", {})) if method in entries else {}
 
 
 def _pair_rows(rows: list[dict], a: str, b: str) -> tuple[str, str] | None:

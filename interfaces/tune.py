@@ -43,6 +43,9 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--members", type=int, default=None, help="ensemble size")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed model or method option (repeatable)")
+    from .cli import add_truth_args
+
+    add_truth_args(p)
     p.add_argument("--suite", default=None, help="refuse tuning seeds that this suite scores; default --out from its name")
     p.add_argument("--out", default=None, help="tuned-options file to update (default benchmarks/tuned/<suite>.toml, "
                                                 "or runs/tune/tuned.toml without --suite)")
@@ -127,6 +130,10 @@ def command_line(args) -> str:
         parts += ["--grid", item]
     for item in args.options:
         parts += ["--set", item]
+    for item in args.truth_options:
+        parts += ["--truth-set", item]
+    if args.model_error is not None:
+        parts += ["--model-error", args.model_error]
     if args.descent:
         parts += ["--descent", "--rounds", str(args.rounds)]
     return shlex.join(parts)
@@ -155,7 +162,8 @@ class Search:
         a = self.args
         given = [f"{k}={v}" for k, v in self.fixed.items()] + [f"{a.method}.{k}={v}" for k, v in zip(self.grid, setting)]
         ns = Namespace(options=given, methods=a.method, model=a.model, obs=[a.obs], obs_std=a.obs_std,
-                       seeds=list(self.seeds), cycles=a.cycles, burn_in=a.burn_in, members=a.members)
+                       seeds=list(self.seeds), cycles=a.cycles, burn_in=a.burn_in, members=a.members,
+                       truth_options=a.truth_options, model_error=a.model_error)
         return compare.build_jobs(ns, None, self.registry)
 
     def evaluate(self, settings: list[tuple[str, ...]], bar) -> None:
