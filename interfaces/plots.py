@@ -420,6 +420,10 @@ def compare_cost(rows, out=None, title: str | None = None):
     each; the rows of one method run at several settings (``variant_of``, ``variant``) form one
     connected series in one colour, each point labelled with the settings that tell it apart.
     Rows without a finite RMSE or a positive cost are left out of that panel."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    sparse = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else "")  # minor ticks: 2, 3, 5 only
     rows = list(rows)
     if not rows:
         raise UsageError("compare_cost needs at least one table row")
@@ -448,8 +452,15 @@ def compare_cost(rows, out=None, title: str | None = None):
                     ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=7, color=f"C{i}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(plain)  # 0.002 s, not 2 x 10^-3
+        ax.xaxis.set_minor_formatter(sparse)
         ax.set_xlabel(axis_label)
         ax.grid(True, which="major", lw=0.4, color="0.85")
+    values = [r["analysis_rmse"] for r in rows if finite(r.get("analysis_rmse")) and r["analysis_rmse"] > 0]
+    if values:  # an interval reaching below zero has no end on a log axis: keep the points in view
+        axes[0].set_ylim(bottom=min(axes[0].get_ylim()[1], max(axes[0].get_ylim()[0], min(values) / 3)))
+    axes[0].yaxis.set_major_formatter(plain)
+    axes[0].yaxis.set_minor_formatter(sparse)
     axes[0].set_ylabel("analysis RMSE (mean over seeds, 95 % interval)")
     axes[0].legend(fontsize="small", loc="best")
     fig.suptitle(title or "analysis RMSE against cost", fontsize=10)

@@ -183,8 +183,9 @@ def equal_cost_lines(table: dict) -> str:
 
     def cost(p, side):
         calls = p.get(f"{side}_network_calls_per_cycle")
-        return (f"{_fmt(p[f'{side}_seconds_per_cycle'], cost=True)} s, {_fmt(p[f'{side}_forecasts_per_cycle'], cost=True)} "
-                f"forecasts" + (f", {_fmt(calls, cost=True)} net calls" if calls is not None and math.isfinite(calls) else ""))
+        forecasts = p[f"{side}_forecasts_per_cycle"]
+        return (f"{_fmt(p[f'{side}_seconds_per_cycle'], cost=True)} s, {_fmt(forecasts, cost=True)} "
+                f"forecast{'' if forecasts == 1 else 's'}" + (f", {_fmt(calls, cost=True)} net calls" if calls is not None and math.isfinite(calls) else ""))
 
     def p_text(p):
         value = p.get("p_holm") if m > 1 else p.get("p")

@@ -89,7 +89,7 @@ def test_equal_cost_pair_takes_the_rows_whose_seconds_are_closest():
     assert (second["a"], second["b"]) == ("letkf (members=6)", "3dvar")
     assert (second["a_forecasts_per_cycle"], second["b_forecasts_per_cycle"]) == (6, 1)
     line = report.equal_cost_lines(table)
-    assert "losda − dps (steps=20)" in line and "2 s, 1 forecasts" in line and "2.4 s" in line
+    assert "losda − dps (steps=20)" in line and "2 s, 1 forecast" in line and "2.4 s" in line
 
 
 def test_closest_cost_is_judged_by_ratio_not_difference():
