@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .errors import UsageError
 from .harness import Experiment, run_experiment
-from .options import parse_assignments, split_options
+from .options import parse_assignments, resolve, split_options
 from .registry import Registry, get_registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +55,8 @@ def experiment(
     seed: int = 0,
     device: str = "cpu",
     options: Mapping[str, Any] | Iterable[str] | None = None,
+    truth_options: Mapping[str, Any] | Iterable[str] | None = None,
+    model_error: str | None = None,
     truth: str | None = None,
     observations: str | None = None,
     out: str | None = None,
@@ -79,7 +81,11 @@ def experiment(
         "method": entry.factory.defaults if isinstance(entry.factory, type) else {},
         "model": model_entry.factory.defaults,
     })
+    # --truth-set: the truth model's options, typed and checked against the model's declared ones.
+    given_truth = _options(truth_options)
+    typed_truth = resolve(model_entry.factory.defaults, given_truth, f"the truth of model '{model}' (--truth-set)")
     return Experiment(
+        truth_options={k: typed_truth[k] for k in given_truth}, model_error=model_error,
         model=model, method=method, obs=obs, obs_std=obs_std, cycles=cycles, burn_in=burn_in,
         members=members, seed=seed, model_options=routed["model"], method_options=routed["method"],
         device=device, out=None if out is None else str(out), resume=resume, overwrite=overwrite,
@@ -102,6 +108,8 @@ def run(
     seed: int = 0,
     device: str = "cpu",
     options: Mapping[str, Any] | Iterable[str] | None = None,
+    truth_options: Mapping[str, Any] | Iterable[str] | None = None,
+    model_error: str | None = None,
     truth: str | None = None,
     observations: str | None = None,
     out: str | None = None,
@@ -122,6 +130,9 @@ def run(
     tenth of the cycles, members to the method's preferred size).
     options: method and model options, a dict ({"inflation": 1.05, "model.forcing": 10}) or
     ``--set``-style strings (["inflation=1.05"]).
+    truth_options, model_error: an imperfect-model twin (``--truth-set``, ``--model-error``): the
+    truth run's model options that differ from the forecast model's (as ``options``) and its
+    stochastic forcing spec (interfaces/model_error.py); methods never see either.
     truth, observations: run-format netCDF files (``--truth``, ``--observations``).
     out, resume, overwrite, checkpoint_every: write the run file as `run --out` does; an
     existing file is refused unless ``resume`` or ``overwrite``.
@@ -134,7 +145,8 @@ def run(
     if not isinstance(threads, int) or threads < 1:
         raise UsageError(f"threads must be a positive integer, got {threads!r}")
     exp = experiment(model, method, obs=obs, obs_std=obs_std, cycles=cycles, burn_in=burn_in, members=members,
-                     seed=seed, device=device, options=options, truth=truth, observations=observations, out=out,
+                     seed=seed, device=device, options=options, truth_options=truth_options,
+                     model_error=model_error, truth=truth, observations=observations, out=out,
                      resume=resume, overwrite=overwrite, qc_background=qc_background,
                      checkpoint_every=checkpoint_every, cache_dir=cache_dir, progress=progress, registry=registry)
     before = torch.get_num_threads()

@@ -77,6 +77,16 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def add_truth_args(p: argparse.ArgumentParser) -> None:
+    """The imperfect-model twin's options (run, compare, tune)."""
+    from .model_error import HELP
+
+    p.add_argument("--truth-set", dest="truth_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option of the truth run only (repeatable), e.g. jet_speed=70: the forecast "
+                        "model and the methods keep the default (or --set model.KEY) model and never see it")
+    p.add_argument("--model-error", default=None, metavar="SPEC", help=HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="da-harness", description=__doc__)
     parser.add_argument("--version", action="version", version=f"da-harness {__version__}")
@@ -100,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=0, help="write the run file every N cycles")
     run.add_argument("--qc-background", type=float, default=0.0, help="background check: reject |O-B| > K sigma")
     run.add_argument("--truth", default=None, help="truth trajectory from a netCDF file (run-file format)")
+    add_truth_args(run)
     run.add_argument("--observations", default=None, help="observations from a netCDF file (run-file format)")
 
     train = sub.add_parser("train", help="train a method's models (e.g. losda's VAE and diffusion prior)")
@@ -122,7 +133,8 @@ def experiment_from_args(args, registry) -> "Experiment":
     return experiment(
         args.model, args.method, obs=args.obs, obs_std=args.obs_std, cycles=args.cycles,
         burn_in=args.burn_in, members=args.members, seed=args.seed, device=args.device,
-        options=args.options, truth=getattr(args, "truth", None), observations=getattr(args, "observations", None),
+        options=args.options, truth_options=getattr(args, "truth_options", None),
+        model_error=getattr(args, "model_error", None), truth=getattr(args, "truth", None), observations=getattr(args, "observations", None),
         out=getattr(args, "out", None), resume=getattr(args, "resume", False),
         overwrite=getattr(args, "overwrite", False), qc_background=getattr(args, "qc_background", 0.0),
         checkpoint_every=getattr(args, "checkpoint_every", 0), cache_dir=args.cache_dir,

@@ -11,10 +11,21 @@ import re
 
 
 def group_key(job: dict) -> tuple:
-    return (job["model"], json.dumps(job["model_options"], sort_keys=True), job["obs"])
+    return (job["model"], json.dumps(job["model_options"], sort_keys=True), job["obs"], *_truth(job))
+
+
+def _truth(job: dict) -> tuple:
+    """An imperfect-model twin's truth options and model error: their own table (absent, as in
+    jobs of a perfect-model twin, they leave keys and names as they were)."""
+    out = ()
+    if job.get("truth_options"):
+        out += ("truth-" + "-".join(f"{k}{v}" for k, v in sorted(job["truth_options"].items())),)
+    if job.get("model_error"):
+        out += ("error-" + job["model_error"],)
+    return out
 
 
 def group_name(job: dict) -> str:
     """A file-name stem for a table: model, model option values, obs (e.g. sw-32x64-random0.05)."""
-    parts = [job["model"], *(str(v) for _, v in sorted(job["model_options"].items())), job["obs"]]
+    parts = [job["model"], *(str(v) for _, v in sorted(job["model_options"].items())), job["obs"], *_truth(job)]
     return "-".join(re.sub(r"[^A-Za-z0-9.]+", "", p) for p in parts if p)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io
+from . import io, model_error
 from .assimilator import Assimilator, Context
 from .errors import HarnessError, PluginError, UsageError
 from .observations import QC_BACKGROUND, QC_USED, Observations, build_operator
@@ -33,8 +33,10 @@ def default_cache() -> Path:
     return Path(os.environ.get("DA_HARNESS_CACHE") or Path.home() / ".cache" / "da-harness")
 
 CLIMATOLOGY_SIZE = 2000
-#: Experiment settings a method's Context never holds: each would let it regenerate the truth.
-HIDDEN_FROM_METHODS = ("seed", "truth_file", "observations_file")
+#: Experiment settings a method's Context never holds: each would let it regenerate the truth
+#: (the truth model's options and stochastic forcing too: an imperfect-model twin's methods
+#: know only the forecast model).
+HIDDEN_FROM_METHODS = ("seed", "truth_file", "observations_file", "truth_options", "model_error")
 
 
 @dataclass
@@ -62,6 +64,10 @@ class Experiment:
     observations_file: str | None = None
     train_steps: int | None = None
     overwrite: bool = False  # replace an existing --out file (else a complete or partial one is refused)
+    #: The truth run's model options that differ from the forecast model's (--truth-set) and its
+    #: stochastic forcing (--model-error, interfaces/model_error.py): the imperfect-model twin.
+    truth_options: dict[str, Any] = field(default_factory=dict)
+    model_error: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """What defines the experiment's numbers (stored in the run file, checked on resume)."""
@@ -72,6 +78,9 @@ class Experiment:
             "model_options": dict(self.model_options), "method_options": dict(self.method_options),
             "qc_background": self.qc_background,
             "truth_file": self.truth_file or "", "observations_file": self.observations_file or "",
+            # Only when set, so that perfect-model run files written before these existed resume.
+            **({"truth_options": dict(self.truth_options)} if self.truth_options else {}),
+            **({"model_error": self.model_error} if (self.model_error or "").strip() not in ("", "none") else {}),
         }
 
 
@@ -100,6 +109,8 @@ class Setup:
     members: int
     context: Context
     registry: Registry
+    #: The options of the model that ran the truth (None: the truth came from a file).
+    truth_model_options: dict[str, Any] | None = None
 
 
 def _check_counts(exp: Experiment) -> None:
@@ -140,6 +151,7 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
 
     model = build_model(registry, exp.model, exp.model_options, cache_dir)
     model.progress = exp.progress  # spin-up and climatology bars (interfaces/cache.py)
+    model_error.parse(exp.model_error, model)  # a bad --model-error fails before any model run
     method = instantiate_method(registry, exp.method, exp.method_options, model=exp.model)
     entry = registry.assimilator(exp.method)
     members = exp.members or getattr(entry.factory, "preferred_members", None) or 20
@@ -151,11 +163,17 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
         raise UsageError("--obs and --obs-std describe generated observations; they cannot be combined with --observations")
     # Both files are read together: their time stamps decide which truth each observation
     # observes (io.TIME_RULE), so a run file given as both cannot be paired one cycle off.
+    if exp.truth_file and ("truth_options" in exp.settings() or "model_error" in exp.settings()):
+        raise UsageError("--truth-set and --model-error describe a generated truth; they cannot be combined with --truth")
     truth, observed = io.load_inputs(exp.truth_file, exp.observations_file, model, exp.cycles, registry)
+    truth_model_options = None
     if truth is None:
+        truth_model, forcing = _truth_model(exp, registry, model, cache_dir)
         with np.errstate(over="ignore", invalid="ignore"):
-            truth = model.truth_run(exp.cycles, _stream(exp.seed, "truth")).to(torch.float64)
-        _check_finite_run(truth, exp.model, "truth run", "time", model.options)
+            truth = model_error.truth_run(truth_model, exp.cycles, _stream(exp.seed, "truth"), forcing,
+                                          _stream(exp.seed, "truth-model-error")).to(torch.float64)
+        _check_finite_run(truth, exp.model, "truth run", "time", truth_model.options)
+        truth_model_options = dict(truth_model.options)
 
     if observed is not None:
         operator, obs_values, obs_std, obs_qc = observed
@@ -182,7 +200,24 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
         method_seed=int(torch.randint(0, 2**62, (1,), generator=_stream(exp.seed, "method-seed"))),
     )
     return Setup(exp, model, method, operator, truth, obs_values, obs_std, obs_qc, climatology,
-                 members, context, registry)
+                 members, context, registry, truth_model_options)
+
+
+def _truth_model(exp: Experiment, registry: Registry, model, cache_dir: Path):
+    """The model that runs the truth and its stochastic forcing: the forecast model itself in a
+    perfect-model twin, else a model built with ``--truth-set`` over the forecast model's
+    options (its own spin-up cache: the truth starts on its own attractor)."""
+    if not exp.truth_options:
+        return model, model_error.parse(exp.model_error, model)
+    try:
+        truth_model = build_model(registry, exp.model, {**exp.model_options, **exp.truth_options}, cache_dir)
+    except UsageError as exc:
+        raise UsageError(f"--truth-set: {exc}") from None
+    if tuple(truth_model.state_shape) != tuple(model.state_shape) or truth_model.cycle_length != model.cycle_length:
+        raise UsageError(f"--truth-set {json.dumps(exp.truth_options, default=str)} changes the state shape or the cycle "
+                         f"length of model '{exp.model}'; the truth must live on the forecast model's grid and times")
+    truth_model.progress = exp.progress
+    return truth_model, model_error.parse(exp.model_error, truth_model)
 
 
 def _blow_up(s: Setup, k: int, start: int, ensemble: torch.Tensor) -> PluginError:

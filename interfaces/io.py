@@ -123,6 +123,11 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
         "completed_cycles": n, "status": "complete" if complete else "partial",
         "settings": json.dumps(exp.settings(), sort_keys=True, default=str),
         "model_options": json.dumps(model.options, sort_keys=True, default=str),
+        # The truth run's model (other options in an imperfect-model twin; "" for a --truth file)
+        # and its stochastic forcing (interfaces/model_error.py).
+        "truth_model_options": ("" if getattr(s, "truth_model_options", None) is None
+                                else json.dumps(s.truth_model_options, sort_keys=True, default=str)),
+        "model_error": (exp.model_error or "none").strip() or "none",
         "method_options": json.dumps(s.method.options, sort_keys=True, default=str),
         "package_version": __version__,
         "code_commit": code_commit(),  # the checkout that made this file (see interfaces/provenance.py)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 #: The Experiment fields a job may set (everything that defines its numbers).
 JOB_FIELDS = ("model", "method", "obs", "obs_std", "cycles", "burn_in", "members", "seed",
-              "model_options", "method_options", "qc_background")
+              "model_options", "method_options", "qc_background", "truth_options", "model_error")
 
 
 def make_job(**fields: Any) -> dict[str, Any]:
