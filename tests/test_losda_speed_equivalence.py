@@ -19,6 +19,7 @@ analysis by more than 1e-2 of its scale here).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -26,7 +27,8 @@ import torch
 
 from interfaces.observations import Observations, SparseLinearOperator
 from losda_plugin.config import PRESETS
-from losda_plugin.geometry import Geometry
+from losda_plugin.geometry import GeoConv, Geometry
+from losda_plugin.inference import SpherePad, SpherePadding
 from losda_plugin.methods import DPS, L3DVar, LOSDA, _active_steps
 from losda_plugin.prior import LatentPrior, build_networks
 from losda_plugin.schedule import karras_sigmas
@@ -181,7 +183,10 @@ def test_the_analysis_path_matches_the_reference(setting, cls, options, members)
     background = setting["background"][:members]
     sampling = FAST if cls is not L3DVar else {}
     method = cls(**{**cls.defaults, **sampling, **options})
-    method.use_prior(prior, torch.Generator().manual_seed(7))
+    fast_prior = copy.deepcopy(prior)  # use_prior speeds up its prior in place; the reference keeps the original
+    method.use_prior(fast_prior, torch.Generator().manual_seed(7))
+    assert all(isinstance(m.geometry, SpherePadding) for m in fast_prior.vae.modules() if isinstance(m, GeoConv))
+    assert not any(isinstance(m.geometry, SpherePadding) for m in prior.vae.modules() if isinstance(m, GeoConv))
     fast = method.assimilate(background, obs, op)
     reference, reference_misfit_value = reference_assimilate(method, prior, background, obs, op,
                                                              torch.Generator().manual_seed(7))
@@ -191,3 +196,17 @@ def test_the_analysis_path_matches_the_reference(setting, cls, options, members)
     # The method did move the state: the comparison is not between two copies of the background.
     assert float((reference - background).abs().max()) > 1e-2 * scale
     assert method.diagnostics()["misfit"] == pytest.approx(reference_misfit_value, rel=1e-5)
+
+
+@pytest.mark.parametrize("height, width, p", [(8, 16, 1), (6, 10, 2), (5, 7, 1), (4, 9, 2)])
+def test_sphere_pad_gives_geometry_pads_values_and_gradient(height, width, p):
+    geometry = Geometry("sphere", (height, width), 2, True)
+    x = torch.randn(3, 2, height, width, dtype=torch.float64, requires_grad=True)
+    expected = geometry.pad(x, p)
+    padded = SpherePad.apply(x, p)
+    assert torch.equal(padded, expected)  # copies of the input: exactly the same values
+    weights = torch.randn_like(expected)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x)
+    (grad,) = torch.autograd.grad((padded * weights).sum(), x)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: SpherePad.apply(t, p), (x,))

@@ -22,7 +22,19 @@ class LatentOptimisation:
                  prox: float = 1.0, optimizer: str = "adam"):
         self.misfit, self.sigma_data, self.active = misfit, sigma_data, active
         self.iters, self.lr, self.prox, self.optimizer = iters, lr, prox, optimizer
-        self.last_misfit = float("nan")
+        self._optimised: torch.Tensor | None = None  # z after the latest active step
+        self._misfit: float | None = None
+
+    @property
+    def last_misfit(self) -> float:
+        """Mean observation misfit after the latest active step (nan before any). Computed when
+        asked, not after every step: only the last step's is reported, and each costs a decoder pass."""
+        if self._optimised is None:
+            return float("nan")
+        if self._misfit is None:
+            with torch.no_grad():
+                self._misfit = float(self.misfit(self._optimised).mean())
+        return self._misfit
 
     def __call__(self, z_t, sigma, step, denoise):
         with torch.no_grad():
@@ -53,6 +65,5 @@ class LatentOptimisation:
                 opt.zero_grad()
                 cost().backward()
                 opt.step()
-        with torch.no_grad():
-            self.last_misfit = float(self.misfit(z).mean())
-        return x0, z.detach()
+        self._optimised, self._misfit = z.detach(), None
+        return x0, self._optimised
