@@ -228,3 +228,15 @@ def test_latent_methods_count_their_network_calls(output, final_decodes):
         method.assimilate(background, obs, op)
         diag = method.diagnostics()
         assert (diag["denoiser_calls"], diag["decoder_calls"]) == (4, 4 + final_decodes)
+
+
+def test_every_table_gets_its_cost_figure_and_equal_cost_line(tmp_path):
+    records = [{**r, "file": str(tmp_path / "no-run-file.nc")} for r in letkf_table()]  # no maps to draw
+    (table,) = compare.aggregate(records, [("losda", "dps")])
+    files = report.write_all([table], records, tmp_path, {"commit": "x"}, plots=True)
+    assert tmp_path / "m-all-cost.png" in files and (tmp_path / "m-all-cost.png").stat().st_size > 0
+    md = (tmp_path / "m-all.md").read_text()
+    assert "At equal cost" in md and "losda − dps (steps=20)" in md
+    with open(tmp_path / "m-all.csv") as fh:
+        header = fh.readline()
+    assert "forecasts_per_cycle" in header and "seconds_per_cycle" in header
