@@ -434,7 +434,9 @@ def compare_cost(rows, out=None, title: str | None = None):
     def finite(v):
         return v is not None and np.isfinite(v)
 
+    lows, highs = [], []  # the drawn points' interval ends, for the shared RMSE axis
     for ax, (key, axis_label) in zip(axes, COST_AXES):
+        xs = []
         for i, method in enumerate(methods):
             points = sorted(((float(r[key]), r) for r in rows if r.get("variant_of", r["method"]) == method
                              and finite(r.get(key)) and r[key] > 0 and finite(r.get("analysis_rmse"))),
@@ -446,19 +448,27 @@ def compare_cost(rows, out=None, title: str | None = None):
             err = [p[1].get("analysis_rmse_ci95") if finite(p[1].get("analysis_rmse_ci95")) else 0.0 for p in points]
             bars = ax.errorbar(x, y, yerr=err, fmt="o-", color=f"C{i}", ms=5, lw=1.2, capsize=3, label=method)
             bars.lines[0].set_gid(method)  # the data line, found by method in tests and tools
+            xs += x
+            lows += [(yi, yi - e) for yi, e in zip(y, err)]
+            highs += [(yi, yi + e) for yi, e in zip(y, err)]
             for xi, yi, (_, r) in zip(x, y, points):
                 if r.get("variant"):
                     text = ", ".join(f"{k}={v}" for k, v in r["variant"].items())
                     ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=7, color=f"C{i}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        if xs:  # explicit, so that one cost for every row (all deterministic) is not an empty range
+            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
         ax.xaxis.set_major_formatter(plain)  # 0.002 s, not 2 x 10^-3
         ax.xaxis.set_minor_formatter(sparse)
         ax.set_xlabel(axis_label)
         ax.grid(True, which="major", lw=0.4, color="0.85")
-    values = [r["analysis_rmse"] for r in rows if finite(r.get("analysis_rmse")) and r["analysis_rmse"] > 0]
-    if values:  # an interval reaching below zero has no end on a log axis: keep the points in view
-        axes[0].set_ylim(bottom=min(axes[0].get_ylim()[1], max(axes[0].get_ylim()[0], min(values) / 3)))
+    if lows:
+        # Interval ends within a factor 3 of the points: an interval reaching below zero has no end
+        # on a log axis, and one huge interval must not squash the points into a line.
+        bottom = min(max(lo, y / 3) if lo > 0 else y / 3 for y, lo in lows)
+        top = max(min(hi, y * 3) for y, hi in highs)
+        axes[0].set_ylim(bottom / 1.1, top * 1.1)
     axes[0].yaxis.set_major_formatter(plain)
     axes[0].yaxis.set_minor_formatter(sparse)
     axes[0].set_ylabel("analysis RMSE (mean over seeds, 95 % interval)")
