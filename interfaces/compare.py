@@ -42,6 +42,9 @@ def add_compare_parser(sub) -> None:
                         "Without ';' a comma starts a new spec only where a kind follows "
                         "(random:0.05,every:2 is two specs; indices:1,2,3 and random:0.05@h,u are one)"),
     p.add_argument("--obs-std", default=None, help="observation-error std")
+    from .cli import add_truth_args
+
+    add_truth_args(p)  # with --suite, they replace every block's truth_options / model_error
     p.add_argument("--seeds", default=None, metavar="K|S1,S2,...",
                    help="scoring seeds: K for 0..K-1, or a list (default 1, or the suite's scoring_seeds)")
     p.add_argument("--cycles", type=int, default=None, help="cycles per run (default 100, or the suite's)")
@@ -236,6 +239,8 @@ def _experiments(args, suite) -> list[dict]:
             continue
         if args.methods:
             b["methods"] = [m for m in _as_list(b["methods"]) if m in _as_list(args.methods)]
+            # Variants of the methods a --methods filter left out go with them.
+            b["variants"] = {m: v for m, v in (b.get("variants") or {}).items() if m in b["methods"]}
         if args.cycles is not None:
             b["cycles"] = args.cycles
         b["scoring_seeds"], b["tuning_seeds"] = block_seeds(b, suite, args.seeds)
@@ -295,12 +300,13 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                 raise unknown_name("method", m, registry.assimilators)
         model_cli, method_cli = _typed(*_route(cli_options, model, methods, registry), model, registry)
         model_options = {**b.get("model_options", {}), **model_cli}
+        imperfect = _imperfect(args, b, model, registry)
         members = b.get("members", {})
         variants = _variants(b, methods, registry)
         tuned_file = b.get("tuned", (suite or {}).get("tuned"))
         entries = tuned.read(tuned.resolve_path(tuned_file)) if tuned_file else []
         for obs in parse_obs(b["obs"], registry):
-            table = group_name({"model": model, "model_options": model_options, "obs": obs})
+            table = group_name({"model": model, "model_options": model_options, "obs": obs, **imperfect})
             info = (protocol if protocol is not None else {}).setdefault(
                 table, {"scored_seeds": set(), "tuning_seeds": set(), "tuned": {}})
             info["scored_seeds"].update(b["scoring_seeds"])
@@ -322,7 +328,7 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
                         cycles=int(b["cycles"]), seed=seed,
                         burn_in=args.burn_in if args.burn_in is not None else b.get("burn_in"),
-                        members=size, model_options=model_options,
+                        members=size, model_options=model_options, **imperfect,
                         # The method's defaults for this model are part of the job (and its hash),
                         # under the suite's options and --set: a change to that table reruns it.
                         method_options=effective_options(registry, m, model, {
@@ -348,6 +354,28 @@ def _variants(block: dict, methods: list[str], registry) -> dict[str, list[dict]
         for key in (k for v in items for k in v if k not in valid):
             raise UsageError(f"{where}: unknown option '{key}' for method '{m}'; valid: {', '.join(sorted(valid))}")
     return raw
+
+
+def _imperfect(args, block: dict, model: str, registry) -> dict:
+    """A block's imperfect-model twin as job fields: ``truth_options`` (typed like the model's
+    options, so the job hash does not depend on where they came from) and ``model_error``;
+    --truth-set / --model-error replace the block's. Empty for a perfect-model twin, whose jobs
+    (and hashes) stay as they were."""
+    from . import model_error as errors
+
+    given = parse_assignments(getattr(args, "truth_options", None) or []) or dict(block.get("truth_options", {}))
+    spec = getattr(args, "model_error", None)
+    spec = (block.get("model_error") or "" if spec is None else spec).strip()
+    defaults = registry.model(model).factory.defaults
+    typed = resolve(defaults, given, f"the truth of model '{model}' (truth_options / --truth-set)")
+    out: dict = {}
+    if given:
+        out["truth_options"] = {k: typed[k] for k in given}
+    if spec and spec != "none":
+        if spec.partition(":")[0].strip() not in errors.KINDS:
+            errors.parse(spec, None)  # one line naming the valid kinds; the rest is checked per run
+        out["model_error"] = spec
+    return out
 
 
 def _tuned_options(entries, path, table: str, method: str, members, scoring: list[int], cli: dict,
