@@ -101,6 +101,8 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
     # back on reading, so the Dataset in memory (interfaces.api.run) equals the file read back.
     data["obs_value"] = (("time", "obs"), s.obs_values[:n].numpy(), {"long_name": "observed value"})
     data["obs_std"] = (("time", "obs"), np.broadcast_to(s.obs_std.numpy(), (n, op.n_obs)).copy(), {"long_name": "observation-error standard deviation"})
+    for name, (values, field_attrs) in getattr(op, "file_fields", dict)().items():  # e.g. arctan's mean and scale
+        data[name] = ("obs", values.numpy(), field_attrs)
     data["obs_qc"] = (("time", "obs"), rec.obs_qc[:n].astype(np.int8),
                       {"long_name": "quality-control flag", "flag_values": np.arange(4, dtype=np.int8), "flag_meanings": QC_MEANINGS})
 
