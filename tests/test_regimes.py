@@ -16,7 +16,7 @@ from interfaces.models.sw import ShallowWater
 from interfaces.registry import Entry, Registry, get_registry
 
 # A cheap sphere: short spin-up, few climatology trajectories (mechanics, not climate).
-SW_SMALL = {"spinup_days": 1.0, "init_days": 0.5, "clim_members": 4, "clim_spacing": 1}
+SW_SMALL = {"spinup_days": 1.0, "init_days": 0.5, "clim_members": 40, "clim_spacing": 1}
 
 
 def _truth(**fields):
@@ -190,3 +190,33 @@ def test_sw_imperfect_twin_runs_and_records_its_truth(tmp_path):
     assert ds.attrs["model_error"] == "spectral:h=10,vort=5e-7"
     diff = float(abs(ds["truth_h"] - perfect["truth_h"]).max())
     assert math.isfinite(diff) and diff > 1.0
+
+
+def test_sw_arctan_letkf_beats_the_free_run_and_records_the_transform():
+    """Nonlinear observations on the sphere: the LETKF's ensemble-space H(X) handles arctan."""
+    base = [f"model.{k}={v}" for k, v in SW_SMALL.items()]
+    kw = dict(model="sw", obs="arctan+random:0.05", cycles=8, burn_in=4, seed=2, options=base)
+    free = api.run(method="free", **kw)
+    letkf = api.run(method="letkf", members=10, **kw)
+    assert float(letkf["analysis_rmse"][4:].mean()) < 0.7 * float(free["analysis_rmse"][4:].mean())
+    scale = letkf["obs_arctan_scale"].values
+    h = letkf["obs_variable"].values == "h"
+    assert (scale > 0).all() and scale[h].min() > 10 * scale[~h].max()  # metres vs m/s: per-variable scales
+    assert abs(float(letkf["obs_std"].values.mean()) - 0.05) < 1e-12
+
+
+def test_regimes_suite_builds_its_five_tables():
+    from argparse import Namespace
+
+    from interfaces import compare
+
+    suite = compare.load_suite("regimes")
+    args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
+                     burn_in=None, members=None, truth_options=[], model_error=None)
+    protocol = {}
+    jobs = compare.build_jobs(args, suite, get_registry(), protocol)
+    assert len(protocol) == 5 and all(len(p["scored_seeds"]) >= 10 for p in protocol.values())
+    assert all(j["cycles"] - j["burn_in"] >= 200 and j["burn_in"] >= 100 for j in jobs)
+    imperfect = [j for j in jobs if j.get("truth_options")]
+    assert imperfect and all(j["truth_options"] == {"jet_speed": 70.0, "drag_days": 7.0} for j in imperfect)
+    assert {j.get("model_error") for j in jobs} == {None, "spectral:h=40,vort=1.5e-6"}
