@@ -134,3 +134,18 @@ def test_residual_decoder_adds_a_linear_path_that_shapes_the_output():
         vae.decoder.linear_out.conv.weight.zero_()
         vae.decoder.linear_out.conv.bias.zero_()
     assert not torch.allclose(vae.decode(z), out)
+
+
+def test_strong_preset_keeps_the_sphere_grid_in_the_latent_and_is_refused_elsewhere():
+    from losda_plugin.prior import build_networks
+
+    sw = get_registry().model("sw").factory()
+    geometry = Geometry.of(sw)
+    cfg = resolve_config({**TRAIN_DEFAULTS, "preset": "strong"}, sw, geometry)
+    vae, denoiser = build_networks(cfg, geometry, torch.zeros(3, 32, 64), torch.ones(3, 32, 64))
+    assert vae.latent_shape == (4, 32, 64) and vae.decoder.linear is not None
+    z = torch.randn(2, *vae.latent_shape)
+    assert denoiser(z, torch.tensor(0.5), z).shape == z.shape
+    l96 = get_registry().model("lorenz96").factory()
+    with pytest.raises(UsageError, match="unknown preset 'strong' for model 'lorenz96'; valid presets: full, quick$"):
+        resolve_config({**TRAIN_DEFAULTS, "preset": "strong"}, l96, Geometry.of(l96))
