@@ -201,7 +201,8 @@ def test_sw_arctan_letkf_beats_the_free_run_and_records_the_transform():
     assert float(letkf["analysis_rmse"][4:].mean()) < 0.7 * float(free["analysis_rmse"][4:].mean())
     scale = letkf["obs_arctan_scale"].values
     h = letkf["obs_variable"].values == "h"
-    assert (scale > 0).all() and scale[h].min() > 10 * scale[~h].max()  # metres vs m/s: per-variable scales
+    # Each value's own climatological std: metres for h (~10^2), m/s for the winds (~10).
+    assert (scale > 0).all() and scale[h].mean() > 5 * scale[~h].mean()
     assert abs(float(letkf["obs_std"].values.mean()) - 0.05) < 1e-12
 
 
