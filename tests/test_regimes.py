@@ -221,3 +221,16 @@ def test_regimes_suite_builds_its_five_tables():
     imperfect = [j for j in jobs if j.get("truth_options")]
     assert imperfect and all(j["truth_options"] == {"jet_speed": 70.0, "drag_days": 7.0} for j in imperfect)
     assert {j.get("model_error") for j in jobs} == {None, "spectral:h=40,vort=1.5e-6"}
+
+
+def test_an_imperfect_model_table_says_so_in_its_title():
+    from interfaces.report import table_title
+
+    base = {"model": "sw", "model_options": {"resolution": "32x64"}, "obs": "random:0.05", "cycles": 300, "burn_in": 100}
+    perfect = table_title(base)
+    physics = table_title({**base, "truth_options": {"jet_speed": 70.0, "drag_days": 7.0}})
+    forcing = table_title({**base, "model_error": "spectral:h=40,vort=1.5e-6"})
+    assert "truth" not in perfect and "model error" not in perfect
+    assert "truth model drag_days=7.0, jet_speed=70.0" in physics
+    assert "model error spectral:h=40,vort=1.5e-6" in forcing
+    assert len({perfect, physics, forcing}) == 3
