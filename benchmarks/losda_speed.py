@@ -81,7 +81,7 @@ def child_run(args: list[str]) -> None:
     if rc:
         raise SystemExit(rc)
     summary = json.loads(out.getvalue().strip().splitlines()[-1])
-    # The first analysis builds the prior's working buffers: count the cycles' mean without it.
+    # Mean over every cycle's analysis, the first included (as the harness's seconds_per_cycle).
     print(json.dumps({"seconds_per_cycle": summary["seconds_per_cycle"],
                       "analysis_cpu_per_cycle": cpu["seconds"] / max(cpu["calls"], 1),
                       "analysis_rmse": summary["analysis_rmse"], "misfit": summary.get("diag_misfit")}))
