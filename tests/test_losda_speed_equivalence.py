@@ -8,12 +8,13 @@ recomputed after every optimised reverse step. Both paths run on the same small 
 weights (no training: the equivalence is a property of the code, not of what was learned), the
 same observations and the same random stream.
 
-Tolerance: both paths do the same float32 arithmetic in the same order, except that the faster
-pole padding sums the gradients of the rows and columns it copies in another order, which moves
-a float32 gradient by at most a few units in the last place (about 1e-7 relative). L-BFGS with a
-line search can carry such a difference through its 5 iterations per step and 4 steps, so the
-analyses are compared at 1e-5 of the state's scale, about a hundred times the round-off and far
-below any change of algorithm (a different sample, step or line-search decision moves the
+Tolerance: both paths do the same float32 arithmetic, except that the faster pole padding sums
+the gradients of the rows and columns it copies in another order. Its forward values are
+identical; a decoder gradient moves by a few units in the last place (measured 5e-8 relative,
+residual decoder). L-BFGS with a line search amplifies that over its iterations (5 per reverse step
+for losda, 30 for l3dvar): the analyses then differ by up to 8e-5 of the state's scale (measured,
+l3dvar with the residual decoder; 0 for the plain one). They are compared at 5e-4 of the scale,
+still far below any change of algorithm (a different sample, step or line-search rule moves the
 analysis by more than 1e-2 of its scale here).
 """
 
@@ -144,42 +145,45 @@ def reference_assimilate(method, prior, background, obs, op, generator):
 @pytest.fixture(scope="module")
 def setting():
     torch.manual_seed(1234)
-    cfg = dict(PRESETS[("sphere", "quick")])
-    cfg.update(vae_widths=[4, 8], latent_channels=2, denoiser_width=8, denoiser_blocks=1)
     geometry = Geometry("sphere", SHAPE[1:], SHAPE[0], True)
     mean, std = torch.zeros(SHAPE), torch.ones(SHAPE)
-    vae, denoiser = build_networks(cfg, geometry, mean, std, sigma_data=0.5)
-    # The denoiser's output layer starts at zero (the identity denoiser); random weights there
-    # make the prior's clean estimate depend on the noise level and the background.
-    torch.nn.init.normal_(denoiser.net.out.conv.weight, std=0.1)
-    b_var = 0.1 + torch.rand(vae.latent_shape)
-    prior = LatentPrior(geometry, cfg, vae, denoiser, b_var).eval()
+    priors = {}
+    for decoder in ("plain", "residual"):
+        cfg = dict(PRESETS[("sphere", "quick")])
+        cfg.update(vae_widths=[4, 8], latent_channels=2, denoiser_width=8, denoiser_blocks=1, vae_decoder=decoder)
+        vae, denoiser = build_networks(cfg, geometry, mean, std, sigma_data=0.5)
+        # The denoiser's output layer starts at zero (the identity denoiser); random weights there
+        # make the prior's clean estimate depend on the noise level and the background.
+        torch.nn.init.normal_(denoiser.net.out.conv.weight, std=0.1)
+        b_var = 0.1 + torch.rand(vae.latent_shape)
+        priors[decoder] = LatentPrior(geometry, cfg, vae, denoiser, b_var).eval()
     n_state = math.prod(SHAPE)
     index = torch.randperm(n_state)[: n_state // 5]
     op = SparseLinearOperator(SHAPE, index, torch.ones(len(index)), torch.full((len(index),), 0.5),
                               torch.zeros(len(index), 2), index // (n_state // SHAPE[0]), "random:0.2")
     background = torch.randn(2, *SHAPE, dtype=torch.float64)
     y = op(background[:1] + 0.7 * torch.randn(1, *SHAPE, dtype=torch.float64))[0]
-    return {"prior": prior, "op": op, "background": background, "obs": Observations.from_values(y, op.std)}
+    return {"priors": priors, "op": op, "background": background, "obs": Observations.from_values(y, op.std)}
 
 
 CASES = [
-    (LOSDA, {}, 1),
-    (LOSDA, {"output": "increment"}, 1),
-    (LOSDA, {"opt_steps": "every:2", "prox": 0.0}, 1),
-    (LOSDA, {"renoise": 0.0}, 2),  # two members: one sample each, conditioned on its own background
-    (DPS, {}, 1),
-    (DPS, {"zeta": 3.0}, 2),
-    (L3DVar, {}, 1),
-    (L3DVar, {"b_scale": 3.0}, 2),
+    (LOSDA, {}, 1, "plain"),
+    (LOSDA, {"output": "increment"}, 1, "plain"),
+    (LOSDA, {"opt_steps": "every:2", "prox": 0.0}, 1, "plain"),
+    (LOSDA, {"renoise": 0.0}, 2, "plain"),  # two members: one sample each, conditioned on its own background
+    (LOSDA, {}, 1, "residual"),  # a decoder with a linear path beside the convolutions
+    (DPS, {}, 1, "plain"),
+    (DPS, {"zeta": 3.0}, 2, "plain"),
+    (L3DVar, {}, 1, "plain"),
+    (L3DVar, {"b_scale": 3.0}, 2, "residual"),
 ]
 
 
-@pytest.mark.parametrize("cls, options, members", CASES,
-                         ids=[f"{c.name}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'defaults'}-m{m}"
-                              for c, o, m in CASES])
-def test_the_analysis_path_matches_the_reference(setting, cls, options, members):
-    prior, op, obs = setting["prior"], setting["op"], setting["obs"]
+@pytest.mark.parametrize("cls, options, members, decoder", CASES,
+                         ids=[f"{c.name}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'defaults'}-m{m}-{d}"
+                              for c, o, m, d in CASES])
+def test_the_analysis_path_matches_the_reference(setting, cls, options, members, decoder):
+    prior, op, obs = setting["priors"][decoder], setting["op"], setting["obs"]
     background = setting["background"][:members]
     sampling = FAST if cls is not L3DVar else {}
     method = cls(**{**cls.defaults, **sampling, **options})
@@ -192,10 +196,10 @@ def test_the_analysis_path_matches_the_reference(setting, cls, options, members)
                                                              torch.Generator().manual_seed(7))
     scale = float(reference.abs().max())
     assert fast.dtype == background.dtype and fast.shape == background.shape
-    assert float((fast - reference).abs().max()) <= 1e-5 * scale
+    assert float((fast - reference).abs().max()) <= 5e-4 * scale
     # The method did move the state: the comparison is not between two copies of the background.
     assert float((reference - background).abs().max()) > 1e-2 * scale
-    assert method.diagnostics()["misfit"] == pytest.approx(reference_misfit_value, rel=1e-5)
+    assert method.diagnostics()["misfit"] == pytest.approx(reference_misfit_value, rel=1e-3)
 
 
 @pytest.mark.parametrize("height, width, p", [(8, 16, 1), (6, 10, 2), (5, 7, 1), (4, 9, 2)])
