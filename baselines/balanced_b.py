@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -227,11 +226,22 @@ def _bar(total: int, label: str, progress: bool):
 
 
 def cache_path(cache_dir: Path, model, operator_spec: str, std: torch.Tensor, settings: dict) -> Path:
+    """Named by what defines the statistics (model configuration, network spec and error std,
+    the held-out run's length); the code that made them is checked on read (``_read``)."""
     payload = json.dumps({"model": model.summary(), "spec": operator_spec,
                           "std": [round(float(s), 9) for s in std.unique().tolist()],
                           "settings": settings, "version": FORMAT_VERSION}, sort_keys=True)
     key = hashlib.sha1(payload.encode()).hexdigest()[:12]
     return Path(cache_dir) / f"balanced-b-{model.name}-{key}.pt"
+
+
+def producing_code(model) -> str:
+    """The version of the code the statistics depend on: this module, 3D-Var's analysis that
+    the held-out run uses, and the model's dynamics."""
+    from interfaces.cache import code_version
+
+    return code_version(["baselines.balanced_b", "baselines.var3d", type(model).__module__],
+                        follow=["baselines", "interfaces"], libraries=["torch", "torch-harmonics"])
 
 
 def estimate(model, context, analyse: Callable, bootstrap: Callable[[], BackgroundCovariance], scale: float = 1.0,
@@ -246,10 +256,10 @@ def estimate(model, context, analyse: Callable, bootstrap: Callable[[], Backgrou
     op = held_out_network(model, context.operator, build_operator)
     settings = {"cycles": cycles, "burn_in": burn_in}
     path = cache_path(context.cache_dir, model, op.spec, op.std, settings)
-    stats = _load(path)
-    if stats is None:
-        print(f"3dvar: estimating the balanced B from a held-out cycled run (2 x {cycles} cycles); "
-              f"caching it at {path}", file=sys.stderr)
+    version = producing_code(model)
+
+    def build():
+        print(f"3dvar: estimating the balanced B from a held-out cycled run (2 x {cycles} cycles)", file=sys.stderr)
         truth = model.truth_run(2 * cycles, torch.Generator().manual_seed(HELD_OUT_TRUTH_SEED)).to(torch.float64)
         x0 = context.climatology[:1]
         first, x = cycled_errors(model, op, bootstrap(), analyse, truth[: cycles + 1], x0, burn_in,
@@ -258,30 +268,30 @@ def estimate(model, context, analyse: Callable, bootstrap: Callable[[], Backgrou
         second, _ = cycled_errors(model, op, BalancedCovariance(dyn, amp, beta), analyse, truth[cycles:], x,
                                   burn_in, context.progress, "balanced B, leg 2")
         amp, beta = fit(dyn, second)
-        stats = {"amplitude": amp, "beta": beta, "samples": len(second),
+        stats = {"amplitude": amp, "beta": beta, "samples": len(second), "code_version": version,
                  "background_rms": [float(v) for v in second.pow(2).mean((0, 2, 3)).sqrt()],
                  "leg1_background_rms": [float(v) for v in first.pow(2).mean((0, 2, 3)).sqrt()]}
-        _save(path, stats)
         print(f"3dvar: balanced B from {len(second)} background errors; their RMS h, u, v: "
               + ", ".join(f"{v:.3g}" for v in stats["background_rms"]), file=sys.stderr)
+        return stats
+
+    from interfaces.cache import build_once
+
+    stats = build_once(path, lambda p: _read(p, version), build, lambda value, tmp: torch.save(value, tmp),
+                       f"the balanced B of {model.name} for '{op.spec}'")
     return BalancedCovariance(dyn, stats["amplitude"], stats["beta"], scale)
 
 
-def _load(path: Path):
+def _read(path: Path, version: str):
+    """(statistics, "") from a valid cache file, else (None, why it is not usable)."""
     if not path.exists():
-        return None
+        return None, "missing"
     try:
         stats = torch.load(path, weights_only=True)
         if not (torch.isfinite(stats["amplitude"]).all() and torch.isfinite(stats["beta"]).all()):
-            raise ValueError("non-finite statistics")
-        return stats
+            return None, "corrupt (non-finite statistics)"
     except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, and said so
-        print(f"3dvar: cached balanced B {path} is unreadable ({type(exc).__name__}); re-estimating", file=sys.stderr)
-        return None
-
-
-def _save(path: Path, stats: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(stats, tmp)
-    os.replace(tmp, path)
+        return None, f"corrupt ({type(exc).__name__})"
+    if stats.get("code_version") != version:
+        return None, f"made by other code ({stats.get('code_version')}, now {version})"
+    return stats, ""
