@@ -64,10 +64,11 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # A latent that is not the bottleneck (issue 14; benchmarks/results/vae_recon.md): no halving
     # (4 channels on the model's grid), a decoder with a linear path beside the convolutions, a
     # weak KL term. At 400 VAE steps it already reconstructs better (h 14.2 m, u 0.80, v 0.89)
-    # than the full preset at 1,500 (h 15.6 m). Sized for about an hour on a quiet 2-core machine
-    # (an estimate from CPU times under load, not a measured full run); on a GPU, minutes.
+    # than the full preset at 1,500 (h 15.6 m); at 3,000 h 3.9 m, u and v 0.19 (target: 6, 0.37).
+    # Sized for well under an hour on a quiet 2-core machine (an estimate from CPU times under
+    # load, not a measured full run); on a GPU, minutes.
     ("sphere", "strong"): {
-        "latent_channels": 4, "vae_widths": "32", "vae_steps": 12000, "vae_batch": 16, "kl_weight": 1e-6,
+        "latent_channels": 4, "vae_widths": "32", "vae_steps": 8000, "vae_batch": 16, "kl_weight": 1e-6,
         "vae_decoder": "residual",
         "denoiser_width": 32, "denoiser_blocks": 4, "denoiser_steps": 6000, "denoiser_batch": 16,
         "pairs": 3000, "finetune_cycles": 100, "finetune_steps": 300,
