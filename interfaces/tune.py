@@ -223,7 +223,9 @@ class Search:
         job = self.jobs(best)[0]
         return {"table": self.table, "method": a.method, "model": job["model"], "model_options": job["model_options"],
                 "obs": job["obs"], "obs_std": job.get("obs_std"), "members": self.members, "seeds": self.seeds,
-                "cycles": job["cycles"], "burn_in": job.get("burn_in"), "strategy": "descent" if a.descent else "grid",
+                # The burn-in the runs used: the harness's default (a tenth) when none was given.
+                "cycles": job["cycles"], "burn_in": job["burn_in"] if job.get("burn_in") is not None else job["cycles"] // 10,
+                "strategy": "descent" if a.descent else "grid",
                 "chosen": self.scores[best]["options"], "score": self.scores[best]["score"],
                 "score_ci95": self.scores[best]["score_ci95"],
                 "fixed": {k: v for k, v in job["method_options"].items() if k in self.fixed},
