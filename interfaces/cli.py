@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from . import __version__
 from .errors import HarnessError, UsageError
+from .model_error import add_truth_args
 from .registry import get_registry, report_problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,16 +76,6 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
     p.add_argument("--json", action="store_true", help="print a one-line JSON summary on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def add_truth_args(p: argparse.ArgumentParser) -> None:
-    """The imperfect-model twin's options (run, compare, tune)."""
-    from .model_error import HELP
-
-    p.add_argument("--truth-set", dest="truth_options", action="append", default=[], metavar="KEY=VALUE",
-                   help="a model option of the truth run only (repeatable), e.g. jet_speed=70: the forecast "
-                        "model and the methods keep the default (or --set model.KEY) model and never see it")
-    p.add_argument("--model-error", default=None, metavar="SPEC", help=HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

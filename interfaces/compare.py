@@ -42,7 +42,7 @@ def add_compare_parser(sub) -> None:
                         "Without ';' a comma starts a new spec only where a kind follows "
                         "(random:0.05,every:2 is two specs; indices:1,2,3 and random:0.05@h,u are one)"),
     p.add_argument("--obs-std", default=None, help="observation-error std")
-    from .cli import add_truth_args
+    from .model_error import add_truth_args
 
     add_truth_args(p)  # with --suite, they replace every block's truth_options / model_error
     p.add_argument("--seeds", default=None, metavar="K|S1,S2,...",

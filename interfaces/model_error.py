@@ -173,3 +173,12 @@ def truth_run(model, cycles: int, generator: torch.Generator, error: ModelError 
         x = error.perturb(model.forecast(x, generator), model, error_generator)
         states.append(x[0])
     return torch.stack(states)
+
+
+def add_truth_args(p) -> None:
+    """The imperfect-model twin's command-line options (run, compare, tune), defined here so the
+    commands share them without importing one another."""
+    p.add_argument("--truth-set", dest="truth_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option of the truth run only (repeatable), e.g. jet_speed=70: the forecast "
+                        "model and the methods keep the default (or --set model.KEY) model and never see it")
+    p.add_argument("--model-error", default=None, metavar="SPEC", help=HELP)

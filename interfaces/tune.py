@@ -43,7 +43,7 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--members", type=int, default=None, help="ensemble size")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed model or method option (repeatable)")
-    from .cli import add_truth_args
+    from .model_error import add_truth_args
 
     add_truth_args(p)
     p.add_argument("--suite", default=None, help="refuse tuning seeds that this suite scores; default --out from its name")
