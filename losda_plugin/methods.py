@@ -22,6 +22,7 @@ from interfaces.assimilator import Assimilator, Context
 from interfaces.device import to_cpu, to_device
 from interfaces.errors import UsageError
 from interfaces.observations import Observations
+from interfaces.options import check_range
 
 from . import checkpoint
 from .config import TRAIN_DEFAULTS, resolve_config
@@ -31,7 +32,8 @@ from .guidance.dps import PosteriorSampling
 from .guidance.l3dvar import latent_3dvar
 from .guidance.losda import LatentOptimisation
 from .inference import faster_padding
-from .sampler import reverse_sample
+from .ensemble import relax_to_prior_spread
+from .sampler import SAMPLERS, reverse_sample
 from .schedule import karras_sigmas
 from .training import finetune_prior, train_prior
 
@@ -45,7 +47,11 @@ SAMPLING = {
     "steps": 10,  # reverse (denoising) steps; 10 is what benchmarks/results/losda_*.md measured
     "sigma_max": 5.0,  # starting noise level, in units of sigma_data (the latent background error)
     "sigma_min": 0.02,
-    "renoise": 1.0,  # 1: re-noise the guided estimate from scratch; 0: deterministic (DDIM)
+    "sampler": "renoise",  # renoise | ddim | ddpm | edm: the reverse step (losda_plugin/sampler.py)
+    "renoise": 1.0,  # sampler=renoise only. 1: re-noise the guided estimate from scratch; 0: deterministic (DDIM)
+    "churn": 4.0,  # sampler=edm only: Karras et al.'s S_churn, gamma = min(churn / steps, sqrt 2 - 1)
+    "temperature": 1.0,  # multiplies the variance of every noise draw: above 1 a wider (tempered) posterior
+    "rtps": 0.0,  # members > 1: relax the analysis ensemble's spread toward the background's, 0 (off) to 1
     "output": "decode",  # decode: D(z_a); increment: x_b + D(z_a) - D(z_b) (keeps the background's unresolved detail)
 }
 
@@ -65,9 +71,20 @@ class LatentMethod(Assimilator):
         super().__init__(**options)
         if self.options.get("output", "decode") not in ("decode", "increment"):
             raise UsageError(f"option 'output' of method '{self.name}' must be 'decode' or 'increment', got '{self.options['output']}'")
+        if "sampler" in self.options:
+            self._check_sampling()
         self.prior = None
         self._diag: dict[str, float] = {}
         self._generator: torch.Generator | None = None
+
+    def _check_sampling(self) -> None:
+        o, owner = self.options, f"method '{self.name}'"
+        if o["sampler"] not in SAMPLERS:
+            raise UsageError(f"option 'sampler' of {owner} must be one of {', '.join(SAMPLERS)}, got '{o['sampler']}'")
+        check_range(owner, o, "renoise", 0.0, 1.0)
+        check_range(owner, o, "churn", 0.0)
+        check_range(owner, o, "temperature", 0.0, low_open=True)
+        check_range(owner, o, "rtps", 0.0, 1.0, meaning=" (0: off, 1: full relaxation)")
 
     # --- training and loading -------------------------------------------------------------
     def config(self, context: Context) -> tuple[dict, Geometry]:
@@ -162,6 +179,8 @@ class LatentMethod(Assimilator):
             if draws > 1:
                 self._diag["sample_spread"] = float(x_a.std(1).pow(2).mean().sqrt())
             analysis = x_a.mean(1)
+            if members > 1 and self.options.get("rtps", 0.0) > 0:
+                analysis = relax_to_prior_spread(analysis, x_b, self.options["rtps"])
         self._diag["seconds"] = time.perf_counter() - t0
         return to_cpu(analysis, like=background)
 
@@ -183,7 +202,9 @@ class LatentMethod(Assimilator):
     def _guided_sample(self, z_b, guidance):
         """One reverse process of the background-conditioned prior under ``guidance`` (losda, dps)."""
         denoise = self._counted(lambda z, s: self.prior.denoiser(z, s, z_b), "denoiser_calls")
-        z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, self.options["renoise"])
+        o = self.options
+        z = reverse_sample(denoise, z_b, self._sigmas(), guidance, self._generator, o["renoise"], o["sampler"],
+                           o["churn"], o["temperature"])
         self._diag["misfit"] = guidance.last_misfit
         return z
 
