@@ -315,8 +315,9 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                 size = members.get(m) if isinstance(members, dict) else members
                 own = dict(variant or {})
                 size = own.pop("members", size)
-                if args.members and getattr(registry.assimilator(m).factory, "preferred_members", None) != 1:
-                    size = args.members  # ensemble methods only: free or 3dvar stay single-member
+                if args.members and (getattr(args, "members_for_every_method", False)
+                                     or getattr(registry.assimilator(m).factory, "preferred_members", None) != 1):
+                    size = args.members  # ensemble methods only (free or 3dvar stay single-member), unless tune's one method
                 applied = _tuned_options(entries, tuned_file, table, m, size, b["scoring_seeds"], {**own, **method_cli[m]},
                                          variant=variant is not None)
                 if applied:

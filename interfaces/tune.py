@@ -163,7 +163,9 @@ class Search:
         given = [f"{k}={v}" for k, v in self.fixed.items()] + [f"{a.method}.{k}={v}" for k, v in zip(self.grid, setting)]
         ns = Namespace(options=given, methods=a.method, model=a.model, obs=[a.obs], obs_std=a.obs_std,
                        seeds=list(self.seeds), cycles=a.cycles, burn_in=a.burn_in, members=a.members,
-                       truth_options=a.truth_options, model_error=a.model_error)
+                       truth_options=a.truth_options, model_error=a.model_error,
+                       # The one method tuned gets --members even if it prefers one (losda, dps ensembles).
+                       members_for_every_method=True)
         return compare.build_jobs(ns, None, self.registry)
 
     def evaluate(self, settings: list[tuple[str, ...]], bar) -> None:

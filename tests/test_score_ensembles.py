@@ -191,3 +191,19 @@ def test_temperature_above_one_widens_the_ensemble(setting):
 def test_bad_sampling_options_are_refused_in_one_line(option, value, words):
     with pytest.raises(UsageError, match=words.replace("[", r"\[").replace("]", r"\]")):
         LOSDA(**{option: value})
+
+
+# --- tuning an ensemble of a method that prefers one member ------------------------------------
+def test_tune_gives_its_one_method_the_asked_members():
+    # compare keeps single-member methods single whatever --members says; tune names one method,
+    # so --members is for it (before, `tune --method losda --members 10` silently ran 1 member).
+    from argparse import Namespace
+
+    from interfaces.registry import get_registry
+    from interfaces.tune import Search
+
+    args = Namespace(method="losda", model="lorenz96", obs="every:2", obs_std=None, cycles=20, burn_in=5,
+                     members=10, options=[], truth_options=[], model_error=None, runs=None)
+    search = Search(args, get_registry(), {"rtps": ["0", "0.5"]}, [100, 101])
+    assert search.members == 10
+    assert {job["members"] for job in search.jobs(("0.5",))} == {10}
