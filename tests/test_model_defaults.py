@@ -43,13 +43,18 @@ def test_sphere_defaults_are_the_tuned_values_and_set_still_wins():
     assert instantiate_method(reg, "dps", {"zeta": "1.5"}, model="sw").options["zeta"] == 1.5
     assert instantiate_method(reg, "l3dvar", {}, model="sw").options["b_scale"] == 3.0
     assert instantiate_method(reg, "l3dvar", {}, model="lorenz96").options["b_scale"] == 1.0
-    assert instantiate_method(reg, "3dvar", {}, model="sw").options["scale"] == 128.0
+    # On the sphere 3D-Var's default is the balanced B at its tuned scale; each B source asked for
+    # gets the scale tuned for it there, and one never tuned there keeps its own default.
+    sw = instantiate_method(reg, "3dvar", {}, model="sw").options
+    assert (sw["b_source"], sw["scale"]) == ("balanced", 0.5)
+    assert instantiate_method(reg, "3dvar", {"b_source": "nmc"}, model="sw").options["scale"] == 128.0
     assert instantiate_method(reg, "3dvar", {}, model="lorenz96").options["scale"] == 0.0  # the source's default
-    # The sphere's scale was tuned for the NMC B: another B source keeps its own default.
     assert instantiate_method(reg, "3dvar", {"b_source": "climatology"}, model="sw").options["scale"] == 0.0
-    for method in ("dps", "l3dvar", "3dvar"):
+    assert instantiate_method(reg, "3dvar", {"b_source": "nmc", "scale": "7"}, model="sw").options["scale"] == 7.0
+    for method in ("dps", "l3dvar"):
         source = reg.assimilator(method).factory.model_defaults_source["sw"]
         assert "benchmarks/results/tuning.md" in source and "seed 10" in source
+    assert "benchmarks/results/balanced_b.md" in reg.assimilator("3dvar").factory.model_defaults_source["sw"]
 
 
 def test_the_run_file_records_the_effective_options(tmp_path):
@@ -76,7 +81,7 @@ def _jobs(argv, suite=None, registry=None):
 
 def test_compare_jobs_carry_model_defaults_under_suite_options_and_set():
     jobs = _jobs(["--model", "sw", "--methods", "dps,3dvar,free", "--cycles", "4"])
-    assert {j["method"]: j["method_options"] for j in jobs} == {"dps": {"zeta": 3.0}, "3dvar": {"scale": 128.0}, "free": {}}
+    assert {j["method"]: j["method_options"] for j in jobs} == {"dps": {"zeta": 3.0}, "3dvar": {"b_source": "balanced", "scale": 0.5}, "free": {}}
     suite = {"name": "t", "experiments": [{"model": "sw", "methods": ["dps"], "obs": ["random:0.05"], "cycles": 4,
                                            "method_options": {"dps": {"zeta": 1.0, "steps": 5}}}]}
     (job,) = _jobs([], suite)
@@ -101,7 +106,7 @@ def test_the_suites_give_the_tuned_options_through_the_table_alone():
                    for b in suite["experiments"] for o in [b.get("method_options", {})] for m in o), name
         jobs = _jobs([], suite)
         sw = {j["method"]: j["method_options"] for j in jobs if j["model"] == "sw"}
-        assert sw["dps"]["zeta"] == 3.0 and sw["l3dvar"]["b_scale"] == 3.0 and sw["3dvar"]["scale"] == 128.0
+        assert sw["dps"]["zeta"] == 3.0 and sw["l3dvar"]["b_scale"] == 3.0 and sw["3dvar"]["scale"] == 0.5
 
 
 @pytest.mark.parametrize("table,message", [
