@@ -444,6 +444,7 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     header["jobs_read"] = sum(r["status"] == "skipped" for r in records)
     # Read run files that predate code versions: their code is unknown (see interfaces/sweep.py).
     header["jobs_read_unversioned"] = sum(r.get("code") == "unrecorded" for r in records)
+    header["seconds_by_method"] = seconds_by_method(records)
     files = report.write_all(tables, records, out, header, plots=plots)
     header["wall_seconds"] = time.perf_counter() - started  # tables and plots included
     markdown = report.markdown_document(tables, failed, header)
@@ -516,6 +517,27 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None) -> li
                        "scored_seeds": sorted({r["job"]["seed"] for r in recs}),
                        "tuning_seeds": sorted(info.get("tuning_seeds", ()))})
     return tables
+
+
+def seconds_by_method(records: list[dict]) -> dict[str, dict[str, float]]:
+    """What the suite cost, per method: the runs' own seconds (setup, prepare and cycling, as each
+    run file records it, whether this invocation ran it or read it) and the training of its
+    learned state, counted once per (model, method, training options) however many runs shared it."""
+    out: dict[str, dict[str, float]] = {}
+    trained: set = set()
+    for r in records:
+        if r["status"] == "failed":
+            continue
+        s, m = r["summary"], r["job"]["method"]
+        row = out.setdefault(m, {"runs": 0, "run_seconds": 0.0, "train_seconds": 0.0})
+        row["runs"] += 1
+        row["run_seconds"] += float(s.get("total_seconds") or 0.0)
+        key = (r["job"]["model"], json.dumps(r["job"]["model_options"], sort_keys=True), m,
+               json.dumps({k: v for k, v in r["job"]["method_options"].items() if k == "preset"}, sort_keys=True))
+        if s.get("train_seconds") and key not in trained:
+            trained.add(key)
+            row["train_seconds"] += float(s["train_seconds"])
+    return out
 
 
 #: What, besides a method's options, can tell two rows of one method apart in a table.

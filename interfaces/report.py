@@ -244,6 +244,15 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
             parts += [equal_cost_lines(t), ""]
         if table_notes(t):
             parts += [table_notes(t), ""]
+    if head.get("seconds_by_method"):
+        parts += ["## What the suite cost, by method", "",
+                  "CPU-bound runs on one thread each: seconds of the runs themselves (setup, prepare and "
+                  "cycles, as each run file records them) and of training, once per trained state.", "",
+                  "| method | runs | run s | train s | total s |", "|---|---:|---:|---:|---:|"]
+        rows = sorted(head["seconds_by_method"].items(), key=lambda kv: -(kv[1]["run_seconds"] + kv[1]["train_seconds"]))
+        parts += [f"| {m} | {c['runs']} | {c['run_seconds']:.0f} | {c['train_seconds']:.0f} | "
+                  f"{c['run_seconds'] + c['train_seconds']:.0f} |" for m, c in rows]
+        parts += [""]
     if failed:
         parts += ["## Failed jobs", ""]
         parts += [f"- {r['job']['method']} on {r['job']['model']} ({r['job']['obs']}, seed {r['job']['seed']}): "

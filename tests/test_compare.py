@@ -230,3 +230,16 @@ def test_set_options_are_routed_typed_and_deduplicated():
                                       "--set", "resolution=32x64"])
     jobs = compare.build_jobs(args, suite, get_registry())  # the 64x128 block collapses onto 32x64
     assert len(jobs) == len({sweep.job_hash(j) for j in jobs}) == 2 * len(suite["scoring_seeds"])
+
+
+def test_seconds_by_method_counts_runs_and_each_training_once():
+    def rec(method, seed, total, train, status="done", preset="full"):
+        job = {"method": method, "model": "sw", "model_options": {}, "seed": seed,
+               "method_options": {"preset": preset} if method == "losda" else {}}
+        return {"job": job, "status": status, "summary": {"total_seconds": total, "train_seconds": train}}
+
+    records = [rec("losda", 0, 10.0, 300.0), rec("losda", 1, 12.0, 300.0), rec("losda", 2, 11.0, 120.0, preset="quick"),
+               rec("3dvar", 0, 4.0, 0.0), rec("3dvar", 1, 5.0, 0.0, status="failed")]
+    cost = compare.seconds_by_method(records)
+    assert cost["losda"] == {"runs": 3, "run_seconds": 33.0, "train_seconds": 420.0}
+    assert cost["3dvar"] == {"runs": 1, "run_seconds": 4.0, "train_seconds": 0.0}
