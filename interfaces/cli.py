@@ -67,7 +67,7 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--obs", default="all", help="observation network: all, every:K, random:F, arctan+..., @var")
     p.add_argument("--obs-std", default=None, help="observation-error std: one number or var=value,...")
     p.add_argument("--cycles", type=int, default=100, help="number of assimilation cycles (burn-in included)")
-    p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the scores (default: a tenth)")
+    p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the scores (default: a tenth; on sw half the run, up to 100)")
     p.add_argument("--members", type=int, default=None, help="ensemble size (default: the method's preference)")
     p.add_argument("--seed", type=int, default=0, help="seed for truth, observations and the method")
     p.add_argument("--device", default="cpu", help="where methods train and analyse: cpu or cuda (the truth and the model's forecasts stay on the CPU)")

@@ -48,7 +48,7 @@ class Experiment:
     obs: str = "all"
     obs_std: str | float | None = None
     cycles: int = 100
-    burn_in: int | None = None  # default: a tenth of the cycles
+    burn_in: int | None = None  # default: the model's (a tenth; on the sphere half the run, up to 100)
     members: int | None = None  # default: the method's preferred size, else 20
     seed: int = 0
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -143,8 +143,8 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     """Build the model, truth, observations and method; call the method's ``prepare``."""
     registry = registry or get_registry()
     _check_counts(exp)
-    if exp.burn_in is None:
-        exp.burn_in = exp.cycles // 10
+    if exp.burn_in is None:  # the model's default: a tenth, or longer where filters settle slowly
+        exp.burn_in = registry.model(exp.model).factory.default_burn_in(exp.cycles)
     cache_dir = Path(exp.cache_dir) if exp.cache_dir else default_cache()
     if exp.device != "cpu" and not (exp.device.startswith("cuda") and torch.cuda.is_available()):
         raise UsageError(f"--device {exp.device} is not available here; valid devices: cpu" + (", cuda" if torch.cuda.is_available() else ""))

@@ -23,6 +23,7 @@ from . import compare, sweep, tuned
 from .errors import UsageError
 from .grouping import group_name
 from .options import parse_assignments
+from .registry import get_registry
 from .statistics import t_interval
 
 
@@ -225,8 +226,9 @@ class Search:
         job = self.jobs(best)[0]
         return {"table": self.table, "method": a.method, "model": job["model"], "model_options": job["model_options"],
                 "obs": job["obs"], "obs_std": job.get("obs_std"), "members": self.members, "seeds": self.seeds,
-                # The burn-in the runs used: the harness's default (a tenth) when none was given.
-                "cycles": job["cycles"], "burn_in": job["burn_in"] if job.get("burn_in") is not None else job["cycles"] // 10,
+                # The burn-in the runs used: the model's default when none was given.
+                "cycles": job["cycles"], "burn_in": job["burn_in"] if job.get("burn_in") is not None
+                else get_registry().model(job["model"]).factory.default_burn_in(job["cycles"]),
                 "strategy": "descent" if a.descent else "grid",
                 "chosen": self.scores[best]["options"], "score": self.scores[best]["score"],
                 "score_ci95": self.scores[best]["score_ci95"],

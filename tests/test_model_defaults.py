@@ -151,3 +151,14 @@ def test_compare_obs_with_a_variable_list_and_an_empty_spec():
     assert compare.parse_obs("random:0.05@h,u,every:2@v", reg) == ["random:0.05@h,u", "every:2@v"]
     with pytest.raises(UsageError, match="empty observation spec"):
         compare.parse_obs("every:2;;all", reg)
+
+
+def test_default_burn_in_leaves_the_spheres_spin_up_out():
+    from interfaces.models.lorenz96 import Lorenz96
+    from interfaces.models.sw import ShallowWater
+
+    assert Lorenz96.default_burn_in(100) == 10
+    assert [ShallowWater.default_burn_in(n) for n in (12, 40, 300, 1000)] == [6, 20, 100, 100]
+    exp = Experiment(model="lorenz96", method="free", cycles=30)
+    run_experiment(exp)
+    assert exp.burn_in == 3

@@ -126,6 +126,12 @@ class Model(abc.ABC):
         anomalies (n, *state_shape), or None to let the method build a dense one."""
         return None
 
+    @classmethod
+    def default_burn_in(cls, cycles: int) -> int:
+        """Cycles left out of the scores when the user gives no ``--burn-in``: a tenth, for
+        models whose filters settle within a few cycles of a climatological start."""
+        return cycles // 10
+
     def default_length_scale(self) -> float:
         """A sensible localisation length L, in the units of ``distance``. Convention (as in
         DAPPER): L is the Gaussian-like length; the Gaspari-Cohn half-width is
