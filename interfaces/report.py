@@ -157,18 +157,20 @@ def table_notes(table: dict) -> str:
     return "\n\n".join(notes)
 
 
+def _p_text(p: dict, m: int) -> str:
+    """', p = ...' for a pair: Holm-adjusted when the table reports m > 1 pairs."""
+    value = p.get("p_holm") if m > 1 else p.get("p")
+    if value is None or not math.isfinite(value):
+        return ""
+    return f", p{'(Holm)' if m > 1 else ''} {'< 0.001' if value < 0.001 else f'= {value:.2g}'}"
+
+
 def paired_lines(table: dict) -> str:
     """The requested pairs as one line: 'a − b: mean ± half (n seeds)'; negative favours a."""
     m = len(table["pairs"])
 
-    def p_text(p):
-        value = p.get("p_holm") if m > 1 else p.get("p")
-        if value is None or not math.isfinite(value):
-            return ""
-        return f", p{'(Holm)' if m > 1 else ''} {'< 0.001' if value < 0.001 else f'= {value:.2g}'}"
-
     items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} "
-             f"({p['seeds']} seed{'s' if p['seeds'] != 1 else ''}{p_text(p)})" for p in table["pairs"]]
+             f"({p['seeds']} seed{'s' if p['seeds'] != 1 else ''}{_p_text(p, m)})" for p in table["pairs"]]
     text = "Paired RMSE a differences (seed by seed, negative favours the first): " + "; ".join(items) + "."
     if m > 1:
         text += (f" With {m} pairs in this table, p-values are Holm-adjusted and the intervals are at the "
@@ -187,14 +189,8 @@ def equal_cost_lines(table: dict) -> str:
         return (f"{_fmt(p[f'{side}_seconds_per_cycle'], cost=True)} s, {_fmt(forecasts, cost=True)} "
                 f"forecast{'' if forecasts == 1 else 's'}" + (f", {_fmt(calls, cost=True)} net calls" if calls is not None and math.isfinite(calls) else ""))
 
-    def p_text(p):
-        value = p.get("p_holm") if m > 1 else p.get("p")
-        if value is None or not math.isfinite(value):
-            return ""
-        return f", p{'(Holm)' if m > 1 else ''} {'< 0.001' if value < 0.001 else f'= {value:.2g}'}"
-
     items = [f"{p['a']} − {p['b']}: {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} "
-             f"({p['seeds']} seed{'s' if p['seeds'] != 1 else ''}{p_text(p)}; per cycle {cost(p, 'a')} against {cost(p, 'b')})"
+             f"({p['seeds']} seed{'s' if p['seeds'] != 1 else ''}{_p_text(p, m)}; per cycle {cost(p, 'a')} against {cost(p, 'b')})"
              for p in table["equal_cost_pairs"]]
     text = ("At equal cost (for each pair of methods, the rows whose seconds per cycle are closest; paired RMSE a "
             "difference, negative favours the first): " + "; ".join(items) + ".")
