@@ -35,6 +35,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # run's (sqrt 2: an unrelated state). See losda_plugin/training.py.
     "error_min": 0.02,
     "error_max": 1.414,
+    # The model whose climatology trains the prior: "" the forecast model (the default), or
+    # model options 'key=value;key=value' that differ from it, e.g. the truth model of an
+    # imperfect-model twin: the analogue of training on reanalysis of the real atmosphere,
+    # which the forecast model does not know. Explicit, recorded in the checkpoint and run file.
+    "train_data": "",
     "finetune": "",  # "" off; "self": backgrounds from a cycled run of this method
     "finetune_cycles": 0,
     "finetune_steps": 0,

@@ -56,6 +56,25 @@ SAMPLING = {
 }
 
 
+def training_data(context: Context, spec: str):
+    """The model and climatology the prior is trained on: the forecast model's, or (``spec``,
+    'key=value;key=value') a model of the same kind with those options, e.g. the truth model of
+    an imperfect-model twin, which the user must name explicitly (the Context never carries it)."""
+    if not spec:
+        return context.model, context.climatology
+    from interfaces.options import parse_assignments, resolve
+
+    model = context.model
+    given = parse_assignments([item for item in spec.split(";") if item.strip()])
+    options = resolve(type(model).defaults, {**model.options, **given}, f"model '{model.name}' (option 'train_data')")
+    data_model = type(model)(**options)
+    data_model.cache_dir = model.cache_dir
+    data_model.progress = getattr(model, "progress", False)
+    print(f"losda: training data from {data_model.summary()} (option train_data), not the forecast model",
+          file=sys.stderr)
+    return data_model, data_model.climatology(len(context.climatology)).to(torch.float64)
+
+
 class LatentMethod(Assimilator):
     """Shared machinery: configuration, training, checkpoint loading, encode/decode."""
 
@@ -96,8 +115,10 @@ class LatentMethod(Assimilator):
         seed = TRAIN_SEED
         steps = context.settings.get("train_steps")
         t0 = time.perf_counter()
-        prior, digest = train_prior(context.model, context.climatology, cfg, seed, progress=True, steps=steps,
+        data_model, climatology = training_data(context, cfg["train_data"])
+        prior, digest = train_prior(data_model, climatology, cfg, seed, progress=True, steps=steps,
                                     device=context.device)
+        prior.report["train_data"] = data_model.summary()
         if cfg["finetune"] == "self":
             self.prior, self.context = prior, context
             truth, background = self._cycled_pairs(context, int(cfg["finetune_cycles"]), seed)

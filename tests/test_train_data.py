@@ -1,0 +1,48 @@
+"""A learned prior trained on another model's data (issue 14 item 6): only when asked for
+explicitly with the `train_data` option, which names the model options and lands in the
+checkpoint's configuration (its path) and the run file's method options."""
+
+import pytest
+import torch
+
+from interfaces.assimilator import Context
+from interfaces.errors import UsageError
+from interfaces.models.lorenz96 import Lorenz96
+from interfaces.observations import build_operator
+from losda_plugin import checkpoint
+from losda_plugin.methods import LOSDA, training_data
+
+
+def _context(tmp_path):
+    model = Lorenz96()
+    model.cache_dir = tmp_path
+    clim = model.climatology(300).to(torch.float64)
+    op = build_operator("every:2", model, torch.Generator().manual_seed(0))
+    return Context(model=model, operator=op, climatology=clim, members=1, cache_dir=tmp_path)
+
+
+def test_by_default_the_prior_trains_on_the_forecast_models_climatology(tmp_path):
+    ctx = _context(tmp_path)
+    model, clim = training_data(ctx, "")
+    assert model is ctx.model and clim is ctx.climatology
+
+
+def test_train_data_builds_the_named_model_and_its_own_climatology(tmp_path):
+    ctx = _context(tmp_path)
+    model, clim = training_data(ctx, "forcing=10")
+    assert model.options["forcing"] == 10.0 and ctx.model.options["forcing"] == 8.0
+    assert clim.shape == ctx.climatology.shape
+    # A stronger forcing gives a more energetic attractor: the data really come from the other model.
+    assert clim.std() > 1.05 * ctx.climatology.std()
+
+
+def test_train_data_names_a_real_option(tmp_path):
+    with pytest.raises(UsageError, match="unknown option 'nope'"):
+        training_data(_context(tmp_path), "nope=1")
+
+
+def test_train_data_gives_the_prior_its_own_checkpoint(tmp_path):
+    ctx = _context(tmp_path)
+    plain, other = LOSDA(), LOSDA(train_data="forcing=10")
+    paths = {checkpoint.checkpoint_path(tmp_path, m.config(ctx)[0]) for m in (plain, other)}
+    assert len(paths) == 2
