@@ -14,6 +14,8 @@ canvas directly, never through pyplot, so no global backend or figure list is to
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -460,7 +462,10 @@ def compare_cost(rows, out=None, title: str | None = None):
         if xs:  # explicit, so that one cost for every row (all deterministic) is not an empty range
             ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
         ax.xaxis.set_major_formatter(plain)  # 0.002 s, not 2 x 10^-3
-        ax.xaxis.set_minor_formatter(sparse)
+        # Minor labels (2, 3, 5 within a decade) only when the axis spans few decades: over many
+        # they crowd into one another.
+        span = math.log10(ax.get_xlim()[1] / ax.get_xlim()[0]) if xs else 0.0
+        ax.xaxis.set_minor_formatter(sparse if span <= 2.5 else FuncFormatter(lambda v, _: ""))
         ax.set_xlabel(axis_label)
         ax.grid(True, which="major", lw=0.4, color="0.85")
     if lows:
