@@ -127,7 +127,12 @@ def resolve_config(options: dict[str, Any], model, geometry, operator=None) -> d
 UNHASHED = ("vae_steps", "denoiser_steps", "finetune_steps")
 
 
+#: Options added after checkpoints existed, with the value that means "as before": left out of
+#: the hash at that value, so adding an option does not orphan every trained prior.
+NEUTRAL = {"train_data": ""}
+
+
 def config_hash(cfg: dict[str, Any]) -> str:
-    keyed = {k: v for k, v in cfg.items() if k not in UNHASHED}
+    keyed = {k: v for k, v in cfg.items() if k not in UNHASHED and not (k in NEUTRAL and v == NEUTRAL[k])}
     text = json.dumps(keyed, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

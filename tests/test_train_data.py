@@ -46,3 +46,13 @@ def test_train_data_gives_the_prior_its_own_checkpoint(tmp_path):
     plain, other = LOSDA(), LOSDA(train_data="forcing=10")
     paths = {checkpoint.checkpoint_path(tmp_path, m.config(ctx)[0]) for m in (plain, other)}
     assert len(paths) == 2
+
+
+def test_an_unset_train_data_leaves_the_checkpoint_name_as_before(tmp_path):
+    """Adding the option must not orphan priors trained before it existed."""
+    from losda_plugin.config import config_hash
+
+    cfg = LOSDA().config(_context(tmp_path))[0]
+    before = {k: v for k, v in cfg.items() if k != "train_data"}
+    assert config_hash(cfg) == config_hash(before)
+    assert config_hash({**cfg, "train_data": "forcing=10"}) != config_hash(before)
