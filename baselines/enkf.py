@@ -14,6 +14,7 @@ import torch
 
 from interfaces.assimilator import Assimilator
 from interfaces.device import device_of, to_cpu, to_device
+from interfaces.ensemble import rtps
 from interfaces.errors import UsageError
 from interfaces.options import check_range
 
@@ -36,14 +37,6 @@ def threads_for(size: int):
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def rtps(post_anom: torch.Tensor, prior_spread: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Relax the posterior spread of each state value toward the prior's by ``alpha``
-    (Whitaker & Hamill 2012): sigma_a <- (1 - alpha) sigma_a + alpha sigma_b."""
-    post_spread = post_anom.pow(2).sum(0).sqrt()  # the common 1/(N-1) cancels in the ratio
-    ratio = torch.where(post_spread > 0, prior_spread / post_spread.clamp_min(1e-300), torch.ones_like(post_spread))
-    return post_anom * (1.0 + alpha * (ratio - 1.0))
 
 
 def ensemble_space(background: torch.Tensor, operator, inflation: float):

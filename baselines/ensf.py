@@ -33,9 +33,10 @@ import math
 
 import torch
 
+from interfaces.ensemble import rtps
 from interfaces.errors import UsageError
 
-from .enkf import EnsembleFilter, ensemble_space, rtps
+from .enkf import EnsembleFilter, ensemble_space
 
 
 class EnSF(EnsembleFilter):

@@ -14,9 +14,10 @@ import math
 import torch
 
 from interfaces.device import device_of
+from interfaces.ensemble import rtps
 from interfaces.options import check_range
 
-from .enkf import EnsembleFilter, ensemble_space, rtps
+from .enkf import EnsembleFilter, ensemble_space
 from .localization import observation_weights
 
 

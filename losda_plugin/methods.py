@@ -20,6 +20,7 @@ from interfaces import cache
 from interfaces.allocator import keep_freed_memory
 from interfaces.assimilator import Assimilator, Context
 from interfaces.device import to_cpu, to_device
+from interfaces.ensemble import relax_to_prior_spread
 from interfaces.errors import UsageError
 from interfaces.observations import Observations
 from interfaces.options import check_range
@@ -32,7 +33,6 @@ from .guidance.dps import PosteriorSampling
 from .guidance.l3dvar import latent_3dvar
 from .guidance.losda import LatentOptimisation
 from .inference import faster_padding
-from .ensemble import relax_to_prior_spread
 from .sampler import SAMPLERS, reverse_sample
 from .schedule import karras_sigmas
 from .training import finetune_prior, train_prior

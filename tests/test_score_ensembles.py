@@ -18,7 +18,7 @@ import torch
 from interfaces.errors import UsageError
 from interfaces.observations import Observations, SparseLinearOperator
 from losda_plugin.config import PRESETS
-from losda_plugin.ensemble import relax_to_prior_spread
+from interfaces.ensemble import relax_to_prior_spread
 from losda_plugin.geometry import Geometry
 from losda_plugin.methods import DPS, LOSDA
 from losda_plugin.prior import LatentPrior, build_networks
