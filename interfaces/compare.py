@@ -37,6 +37,8 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--suite", default=None, help="a suite in benchmarks/suites (quick, full) or a .toml/.json file")
     p.add_argument("--model", default=None, help="testbed (default lorenz96; with --suite: only this model)")
     p.add_argument("--methods", default=None, help="comma-separated methods (with --suite: only these)")
+    p.add_argument("--tables", default=None, metavar="PREFIX,...",
+                   help="with --suite: only the tables whose name starts with one of these (e.g. sw-32x64-random0.05)")
     p.add_argument("--obs", action="append", default=None, metavar="SPEC[;SPEC...]",
                    help="observation network(s) (default all); repeat --obs or separate specs with ';'. "
                         "Without ';' a comma starts a new spec only where a kind follows "
@@ -288,7 +290,7 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
     from .sweep import job_hash as sweep_hash, make_job
 
     cli_options = parse_assignments(args.options)
-    jobs = []
+    jobs, skipped = [], set()
     for b in _experiments(args, suite):
         model = b["model"]
         registry.model(model)  # unknown model: one line naming the valid ones
@@ -307,6 +309,9 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
         entries = tuned.read(tuned.resolve_path(tuned_file)) if tuned_file else []
         for obs in parse_obs(b["obs"], registry):
             table = group_name({"model": model, "model_options": model_options, "obs": obs, **imperfect})
+            if not _selected(table, getattr(args, "tables", None)):
+                skipped.add(table)
+                continue
             info = (protocol if protocol is not None else {}).setdefault(
                 table, {"scored_seeds": set(), "tuning_seeds": set(), "tuned": {}})
             info["scored_seeds"].update(b["scoring_seeds"])
@@ -335,8 +340,15 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                         method_options=effective_options(registry, m, model, {
                             **b.get("method_options", {}).get(m, {}), **applied, **own, **method_cli[m]})))
                     info.setdefault("tuned_jobs", {})[sweep_hash(jobs[-1])] = applied or None
+    if not jobs and getattr(args, "tables", None):
+        raise UsageError(f"--tables {args.tables} matches no table of this run; its tables: {', '.join(sorted(skipped))}")
     unique = {sweep_hash(j): j for j in jobs}  # overlapping blocks must not run (and write) one job twice
     return list(unique.values())
+
+
+def _selected(table: str, prefixes: str | None) -> bool:
+    """Whether ``--tables`` (comma-separated name prefixes; None: all) keeps this table."""
+    return not prefixes or any(table.startswith(p.strip()) for p in prefixes.split(",") if p.strip())
 
 
 def _variants(block: dict, methods: list[str], registry) -> dict[str, list[dict]]:

@@ -9,6 +9,7 @@ import pytest
 
 from interfaces import compare, sweep
 from interfaces.assimilator import Assimilator
+from interfaces.errors import UsageError
 from interfaces.hookspecs import hookimpl
 from interfaces.registry import build_registry, get_registry
 
@@ -245,3 +246,18 @@ def test_seconds_by_method_counts_runs_and_each_training_once():
     cost = compare.seconds_by_method(records)
     assert cost["losda"] == {"runs": 3, "run_seconds": 33.0, "train_seconds": 420.0}
     assert cost["3dvar"] == {"runs": 1, "run_seconds": 4.0, "train_seconds": 0.0}
+
+
+def test_tables_option_keeps_only_the_named_tables_and_lists_them_otherwise():
+    from interfaces.cli import build_parser
+
+    suite = compare.load_suite("full")
+    args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--methods", "free,letkf",
+                                      "--tables", "sw-32x64-random0.05"])
+    jobs = compare.build_jobs(args, suite, get_registry())
+    assert {(j["model_options"]["resolution"], j["obs"]) for j in jobs} == {("32x64", "random:0.05")}
+    # free, letkf at 20 and its two variants (6 and 10 members), on every scoring seed
+    assert len(jobs) == 4 * 10
+    args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--tables", "sw-16x32"])
+    with pytest.raises(UsageError, match="matches no table.*sw-32x64-random0.01"):
+        compare.build_jobs(args, suite, get_registry())
