@@ -1,15 +1,21 @@
-"""Rebuild the full suite under the benchmark protocol (issue 13): tune every method of a table
-on the suite's tuning seeds with `da-harness tune` (the choice and the whole search go to
-benchmarks/tuned/full.toml), then score the table on its fresh scoring seeds with
-`da-harness compare --suite full`, which applies the tuned file and refuses any overlap.
+"""Rebuild a suite under the benchmark protocol (issue 13): tune every method of a table on the
+suite's tuning seeds with `da-harness tune` (the choice and the whole search go to
+benchmarks/tuned/<suite>.toml), then score the table on its fresh scoring seeds with
+`da-harness compare --suite <suite> --tables <table>`, which applies the tuned file and refuses
+any overlap. The full suite's tables go to benchmarks/results/full-protocol/<model>/, the
+regimes suite's (issue 14) to benchmarks/results/regimes/.
 
 Both steps are resumable: tune and compare read finished run files and rerun only what is
 missing or was made by other code. Run it in the background with a log:
 
     nohup python benchmarks/rerun_full.py --table lorenz96 > runs/rerun-full-l96.log 2>&1 &
+    nohup python benchmarks/rerun_full.py --table sw-32x64 --obs random:0.05 > runs/rerun-sw32.log 2>&1 &
+    nohup python benchmarks/rerun_full.py --suite regimes --table sw-32x64-random0.05-truth > runs/regimes.log 2>&1 &
 
 Grids are searched by coordinate descent from the first value of each list (the current
-default first), so a method is never scored at a worse setting than the one it had.
+default first), so a method is never scored at a worse setting than the one it had. When a call
+compares several tables into one folder it ends with one compare over all of them, since
+compare rewrites the folder's results.md and summary.json from the tables it was given.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITE = ROOT / "benchmarks" / "suites" / "full.toml"
 
 #: Per model family and method: the ensemble size tuned at and the grids (first value = today's).
 GRIDS = {
@@ -46,6 +51,8 @@ GRIDS = {
         "l3dvar": (None, ["b_scale=3,1,10", "output=decode,increment"]),
         "dps": (None, ["zeta=3,1,10", "output=decode,increment", "steps=10,20"]),
         "losda": (None, ["output=decode,increment", "prox=0.5,0.25,1", "steps=10,20"]),
+        # The regimes suite (20 members, as published): likelihood weight and spread control.
+        "ensf": (20, ["likelihood_weight=1,2", "rtps=0,0.5", "inflation=1,1.1"]),
     },
 }
 #: Tuning runs on the sphere: 200 cycles (100 scored after the 100-cycle burn-in) to keep the
@@ -54,13 +61,25 @@ TUNE_CYCLES = {"sw": 200}
 UNTUNED = {"free", "climatology"}  # nothing to tune
 
 
-def blocks(selected: str | None):
-    suite = tomllib.loads(SUITE.read_text())
-    for block in suite["experiments"]:
-        name = block["model"] + ("-" + block.get("model_options", {}).get("resolution", "") if block["model"] == "sw" else "")
-        if selected and not name.startswith(selected):
-            continue
-        yield name, block, suite
+def tables(suite_name: str, selected: str | None, obs_only: str | None):
+    """Each table of the suite: (name, model family, model options, obs, truth options, model
+    error, block with the suite's defaults merged in), named as compare names it."""
+    sys.path.insert(0, str(ROOT))
+    from interfaces.compare import _merge
+    from interfaces.grouping import group_name
+
+    suite = tomllib.loads((ROOT / "benchmarks" / "suites" / f"{suite_name}.toml").read_text())
+    for raw in suite["experiments"]:
+        block = _merge(suite.get("defaults", {}), raw)
+        for obs in block["obs"]:
+            if obs_only and obs != obs_only:
+                continue
+            imperfect = {k: block[k] for k in ("truth_options", "model_error") if block.get(k)}
+            name = group_name({"model": block["model"], "model_options": block.get("model_options", {}),
+                               "obs": obs, **imperfect})
+            if selected and not name.startswith(selected):
+                continue
+            yield name, obs, imperfect, block, suite
 
 
 def run(cmd: list[str], log) -> int:
@@ -73,9 +92,11 @@ def run(cmd: list[str], log) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--table", default=None, help="only blocks whose name starts with this (lorenz96, sw-32x64, sw-64x128)")
+    p.add_argument("--suite", default="full", help="full (default) or regimes")
+    p.add_argument("--table", default=None, help="only tables whose name starts with this (lorenz96, sw-32x64, "
+                   "sw-32x64-random0.05, ...)")
     p.add_argument("--methods", default=None, help="only these methods (comma-separated)")
-    p.add_argument("--obs", default=None, help="only this observation spec of the table (e.g. random:0.05)")
+    p.add_argument("--obs", default=None, help="only this observation spec (e.g. random:0.05)")
     p.add_argument("--skip-tune", action="store_true")
     p.add_argument("--skip-compare", action="store_true")
     p.add_argument("--workers", type=int, default=2)
@@ -84,45 +105,63 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     only = set(args.methods.split(",")) if args.methods else None
     exe = str(Path(sys.executable).with_name("da-harness"))
+    out_root = {"full": "benchmarks/results/full-protocol", "regimes": "benchmarks/results/regimes"}.get(
+        args.suite, f"benchmarks/results/{args.suite}")
 
     def log(line):
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
-    for name, block, suite in blocks(args.table):
+    done: dict[str, list[str]] = {}  # output folder -> tables compared there
+    for name, obs, imperfect, block, suite in tables(args.suite, args.table, args.obs):
         family = block["model"]
         tuning = ",".join(str(s) for s in block.get("tuning_seeds", suite.get("tuning_seeds", [])))
         cycles = args.tune_cycles or TUNE_CYCLES.get(family, block["cycles"])
         burn_in = block["burn_in"]
         model_sets = [f"--set=model.{k}={v}" for k, v in block.get("model_options", {}).items()]
-        for obs in block["obs"]:
-            if args.obs and obs != args.obs:
+        truth_sets = [f"--truth-set={k}={v}" for k, v in imperfect.get("truth_options", {}).items()]
+        if imperfect.get("model_error"):
+            truth_sets.append(f"--model-error={imperfect['model_error']}")
+        for method in block["methods"]:
+            if method in UNTUNED or (only and method not in only) or args.skip_tune:
                 continue
-            for method in block["methods"]:
-                if method in UNTUNED or (only and method not in only) or args.skip_tune:
-                    continue
-                members, grids = GRIDS[family][method]
-                cmd = [exe, "tune", "--suite", "full", "--method", method, "--model", family, "--obs", obs,
-                       "--seeds", tuning, "--cycles", str(cycles), "--burn-in", str(burn_in), "--descent",
-                       "--rounds", str(args.rounds), "--workers", str(args.workers), "--no-progress", *model_sets]
-                fixed = block.get("method_options", {}).get(method, {})
-                fixed = {**suite.get("defaults", {}).get("method_options", {}).get(method, {}), **fixed}
-                cmd += [f"--set={k}={v}" for k, v in fixed.items()]
-                if members:
-                    cmd += ["--members", str(members)]
-                for g in grids:
-                    cmd += ["--grid", g]
-                run(cmd, log)
-        if not args.skip_compare:
-            # One folder per model family while the sphere tables are still to be rerun under the
-            # protocol (benchmarks/results/full/ holds the superseded 50-cycle tables until then).
-            cmd = [exe, "compare", "--suite", "full", "--model", family, "--workers", str(args.workers),
-                   "--out", f"benchmarks/results/full-protocol/{family}"]
-            if family == "sw":  # one resolution (and observation spec) per call
-                cmd += ["--tables", name + (f"-{args.obs.replace(':', '')}" if args.obs else "")]
-            if only:
-                cmd += ["--methods", ",".join(sorted(only | UNTUNED))]
+            members, grids = GRIDS[family][method]
+            members = block.get("members", {}).get(method, members)
+            cmd = [exe, "tune", "--suite", args.suite, "--method", method, "--model", family, "--obs", obs,
+                   "--seeds", tuning, "--cycles", str(cycles), "--burn-in", str(burn_in), "--descent",
+                   "--rounds", str(args.rounds), "--workers", str(args.workers), "--no-progress",
+                   *model_sets, *truth_sets]
+            fixed = block.get("method_options", {}).get(method, {})
+            cmd += [f"--set={k}={v}" for k, v in fixed.items()]
+            if members:
+                cmd += ["--members", str(members)]
+            for g in grids:
+                cmd += ["--grid", g]
             run(cmd, log)
+        if not args.skip_compare:
+            # One folder per model family (the full suite's sphere tables go beside the Lorenz-96
+            # one; benchmarks/results/full/ holds the superseded 50-cycle tables).
+            out = f"{out_root}/{family}" if args.suite == "full" else out_root
+            done.setdefault(out, []).append(name)
+            run(compare_command(exe, args, family, out, [name], only), log)
+    # compare rewrites a folder's results.md and summary.json from the tables it was given: one
+    # last call per folder (every run file already there, so only tables and plots are made)
+    # gathers all the tables of this call.
+    for out, names in done.items():
+        if len(names) > 1:
+            run(compare_command(exe, args, out_family(names[0]), out, names, only), log)
     return 0
+
+
+def out_family(table: str) -> str:
+    return table.partition("-")[0]
+
+
+def compare_command(exe: str, args, family: str, out: str, names: list[str], only) -> list[str]:
+    cmd = [exe, "compare", "--suite", args.suite, "--model", family, "--workers", str(args.workers),
+           "--out", out, "--tables", ",".join(names)]
+    if only:
+        cmd += ["--methods", ",".join(sorted(only | UNTUNED))]
+    return cmd
 
 
 if __name__ == "__main__":
