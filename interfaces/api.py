@@ -19,6 +19,7 @@ bar unless ``progress=True``.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .errors import UsageError
@@ -96,38 +97,14 @@ def experiment(
     )
 
 
-def run(
-    model: str = "lorenz96",
-    method: str = "free",
-    *,
-    obs: str = "all",
-    obs_std: str | float | None = None,
-    cycles: int = 100,
-    burn_in: int | None = None,
-    members: int | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    options: Mapping[str, Any] | Iterable[str] | None = None,
-    truth_options: Mapping[str, Any] | Iterable[str] | None = None,
-    model_error: str | None = None,
-    truth: str | None = None,
-    observations: str | None = None,
-    out: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    qc_background: float = 0.0,
-    checkpoint_every: int = 0,
-    cache_dir: str | None = None,
-    threads: int = 1,
-    progress: bool = False,
-    registry: Registry | None = None,
-) -> "xr.Dataset":
+def run(model: str = "lorenz96", method: str = "free", *, threads: int = 1, **settings: Any) -> "xr.Dataset":
     """Run one cycling experiment and return its run file's Dataset.
 
     model, method: registered names (`da-harness models`, `da-harness methods`).
     obs, obs_std: the observation network and error std (``--obs``, ``--obs-std``).
-    cycles, burn_in, members, seed, device: as on the command line (burn_in defaults to a
-    tenth of the cycles, members to the method's preferred size).
+    cycles, burn_in, members, seed, device: as on the command line (burn_in defaults to the
+    model's: a tenth of the cycles, on the sphere half of them up to 100; members to the method's
+    preferred size).
     options: method and model options, a dict ({"inflation": 1.05, "model.forcing": 10}) or
     ``--set``-style strings (["inflation=1.05"]).
     truth_options, model_error: an imperfect-model twin (``--truth-set``, ``--model-error``): the
@@ -137,22 +114,32 @@ def run(
     out, resume, overwrite, checkpoint_every: write the run file as `run --out` does; an
     existing file is refused unless ``resume`` or ``overwrite``.
     qc_background: reject observations with |O-B| > K sigma (0: off).
+    train_steps: override the latent methods' training steps (``--train-steps``).
     threads: torch threads for this call (restored after); progress: a bar on stderr.
+    Every keyword but ``threads`` is ``experiment``'s (one list, so the two cannot drift apart).
     Raises UsageError, DataError or PluginError, as the command line reports them.
     """
     import torch
 
     if not isinstance(threads, int) or threads < 1:
         raise UsageError(f"threads must be a positive integer, got {threads!r}")
-    exp = experiment(model, method, obs=obs, obs_std=obs_std, cycles=cycles, burn_in=burn_in, members=members,
-                     seed=seed, device=device, options=options, truth_options=truth_options,
-                     model_error=model_error, truth=truth, observations=observations, out=out,
-                     resume=resume, overwrite=overwrite, qc_background=qc_background,
-                     checkpoint_every=checkpoint_every, cache_dir=cache_dir, progress=progress, registry=registry)
+    unknown = sorted(set(settings) - set(_EXPERIMENT_KEYWORDS))
+    if unknown:
+        raise TypeError(f"run() got unknown keyword(s) {', '.join(unknown)}; valid: "
+                        f"{', '.join(['threads', *_EXPERIMENT_KEYWORDS])}")
+    exp = experiment(model, method, **settings)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = run_experiment(exp, registry)
+        result = run_experiment(exp, settings.get("registry"))
     finally:
         torch.set_num_threads(before)
     return result.dataset()
+
+
+# run() takes experiment()'s keywords plus ``threads``: show the whole list to help() and IDEs.
+_EXPERIMENT_KEYWORDS = [n for n, p in inspect.signature(experiment).parameters.items() if p.kind is p.KEYWORD_ONLY]
+run.__signature__ = inspect.signature(experiment).replace(parameters=[
+    *inspect.signature(experiment).parameters.values(),
+    inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=1, annotation=int),
+], return_annotation="xr.Dataset")

@@ -70,3 +70,13 @@ def test_run_uses_one_thread_by_default_and_restores_the_callers():
 def test_run_raises_what_the_command_line_reports(kwargs, error, fragment):
     with pytest.raises(error, match=fragment.replace("(", r"\(")):
         api.run(cycles=2, **kwargs)
+
+
+def test_run_takes_exactly_experiments_keywords_and_threads():
+    import inspect
+
+    run_keys = set(inspect.signature(api.run).parameters)
+    assert run_keys == set(inspect.signature(api.experiment).parameters) | {"threads"}
+    assert "train_steps" in run_keys  # was missing from run() when it repeated the list
+    with pytest.raises(TypeError, match="unknown keyword.*cycels.*valid: threads"):
+        api.run(cycels=2)
