@@ -13,14 +13,23 @@ PLUGINS = Path(__file__).parent / "plugins"
 
 
 @pytest.fixture(scope="module")
-def installed_plugins():
-    """Install the example packages into this environment, and remove them afterwards."""
-    names = ["da-harness-example-nudging", "da-harness-example-broken"]
+def installed_plugins(tmp_path_factory):
+    """Install the example packages into a folder of their own and put it on the path of the
+    commands these tests start: entry points are found there as in site-packages, and the
+    shared environment (which other processes may be using) is never changed."""
+    import os
+
+    target = tmp_path_factory.mktemp("site")
     for folder in ("good_plugin", "broken_plugin"):
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--no-index", str(PLUGINS / folder)], check=True, capture_output=True)
-    yield
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", *names], check=True, capture_output=True)
+                        "--no-index", "--target", str(target), str(PLUGINS / folder)], check=True, capture_output=True)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), *([before] if before else [])])
+    yield target
+    if before is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 def test_third_party_method_runs_and_broken_plugin_is_skipped(installed_plugins, tmp_path):
@@ -32,6 +41,14 @@ def test_third_party_method_runs_and_broken_plugin_is_skipped(installed_plugins,
     assert nudged["analysis_rmse"] < 0.5 * free["analysis_rmse"]
     for method in ("free", "climatology"):  # every other method still runs
         run_cli("run", "--method", method, "--cycles", "5", check=0)
+
+
+def test_the_shared_environment_is_left_alone(installed_plugins):
+    from importlib.metadata import distributions
+
+    assert (installed_plugins / "example_nudging").exists() or any(installed_plugins.glob("*nudging*"))
+    names = {d.metadata["Name"] for d in distributions(path=[p for p in sys.path if "site-packages" in p])}
+    assert "da-harness-example-nudging" not in names
 
 
 def test_registration_errors_are_isolated():
