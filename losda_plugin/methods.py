@@ -25,7 +25,7 @@ from interfaces.errors import UsageError
 from interfaces.observations import Observations
 from interfaces.options import check_range
 
-from . import checkpoint
+from . import checkpoint, pretrained
 from .config import TRAIN_DEFAULTS, resolve_config
 from .geometry import Geometry
 from .guidance import ObservationMisfit
@@ -136,7 +136,13 @@ class LatentMethod(Assimilator):
         path = checkpoint.checkpoint_path(context.cache_dir, cfg)
         # Under the checkpoint's lock: concurrent runs that need the same prior train it once.
         with cache.locked(path, f"the latent prior for {cfg['model']} (preset '{cfg['preset']}')"):
-            why = checkpoint.stale_reason(path, checkpoint.code_version(cfg, context.model))
+            code = checkpoint.code_version(cfg, context.model)
+            why = checkpoint.stale_reason(path, code)
+            if why and not cfg["finetune"]:  # a committed prior made by this code stands in for training
+                note = pretrained.install(path, code)
+                if note:
+                    print(note, file=sys.stderr)
+                why = checkpoint.stale_reason(path, code)
             if why:
                 where = f"no trained prior at {path}" if why == "missing" else f"the trained prior {path} is {why}"
                 print(f"losda: {where}; training one now (preset '{cfg['preset']}')", file=sys.stderr)
