@@ -20,16 +20,15 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from interfaces import cache
 from interfaces.errors import DataError, UsageError
 
 FOLDER = Path(__file__).resolve().parent / "pretrained"
@@ -77,15 +76,7 @@ def install(target: Path, code: str, folder: Path | None = None) -> str:
     why = usable_reason(path, meta, code)
     if why:
         return f"losda: the committed prior {path.name} is not used: {why}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    cache.write_atomic(target, lambda tmp: shutil.copyfile(path, tmp))
     return (f"losda: using the committed prior {path.name} (`{meta.get('command')}`, seed {meta.get('seed')}, "
             f"published at commit {meta.get('published_at_commit')}); no training needed")
 
