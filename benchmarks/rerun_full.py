@@ -48,8 +48,8 @@ GRIDS = {
         "enkf": (20, ["inflation=1.1,1.03,1.2", "rtps=0.5,0,0.8"]),
         # radius 0 is the model's default length scale (2000 km on the sphere).
         "letkf": (20, ["inflation=1.0,1.05,1.1", "rtps=0.1,0.3,0.6", "radius=0,1200,3000"]),
-        "l3dvar": (None, ["b_scale=3,1,10,0.3", "output=decode,increment"]),
-        # zeta 0.5 and 0.3, prox 0.1 and b_scale 0.3 were added after a first search chose the
+        "l3dvar": (None, ["b_scale=3,1,10,0.3,0.1", "output=decode,increment"]),
+        # zeta 0.5 and 0.3, prox 0.1 and b_scale 0.3 and 0.1 were added after searches chose the
         # grid's edge (zeta 1, prox 0.25, b_scale 1) on sw-32x64-random0.05.
         "dps": (None, ["zeta=3,1,10,0.5,0.3", "output=decode,increment", "steps=10,20"]),
         "losda": (None, ["output=decode,increment", "prox=0.5,0.25,1,0.1", "steps=10,20"]),
