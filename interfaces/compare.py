@@ -340,6 +340,8 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                         method_options=effective_options(registry, m, model, {
                             **b.get("method_options", {}).get(m, {}), **applied, **own, **method_cli[m]})))
                     info.setdefault("tuned_jobs", {})[sweep_hash(jobs[-1])] = applied or None
+                    if variant is None:  # the method's own row, which plain pairs compare
+                        info.setdefault("base_jobs", set()).add(sweep_hash(jobs[-1]))
     if not jobs and getattr(args, "tables", None):
         raise UsageError(f"--tables {args.tables} matches no table of this run; its tables: {', '.join(sorted(skipped))}")
     unique = {sweep_hash(j): j for j in jobs}  # overlapping blocks must not run (and write) one job twice
@@ -508,7 +510,8 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None) -> li
                                    "seeds": len(sums), "failed": len(mine) - len(sums),
                                    "members": sums[0]["members"] if sums else None,
                                    "tuned": (tuned_jobs.get(sweep_job_hash(mine[0]["job"])) if tuned_jobs is not None
-                                             else info.get("tuned", {}).get(method))}
+                                             else info.get("tuned", {}).get(method)),
+                                   "base": sweep_job_hash(mine[0]["job"]) in info.get("base_jobs", ())}
             for c in cols:
                 mean, half, _ = t_interval([s.get(c, float("nan")) for s in sums])
                 row[c] = mean
@@ -587,12 +590,14 @@ def _declared_defaults(method: str) -> dict:
 
 
 def _pair_rows(rows: list[dict], a: str, b: str) -> tuple[str, str] | None:
-    """A requested pair as row labels: a name is a row label, or a method with exactly one row
-    (a method with several rows is compared at equal cost instead, see equal_cost_pairs)."""
+    """A requested pair as row labels: a name is a row label, or a method with one row, or of a
+    method with several rows (variants) the one at the block's own settings; the variants are
+    compared at equal cost as well (equal_cost_pairs)."""
     def one(name):
         exact = [r["method"] for r in rows if r["method"] == name]
-        mine = [r["method"] for r in rows if r["variant_of"] == name]
-        return exact[0] if exact else (mine[0] if len(mine) == 1 else None)
+        mine = [r for r in rows if r["variant_of"] == name]
+        base = [r["method"] for r in mine if r.get("base")]
+        return exact[0] if exact else (mine[0]["method"] if len(mine) == 1 else (base[0] if len(base) == 1 else None))
 
     ra, rb = one(a), one(b)
     return (ra, rb) if ra and rb else None

@@ -64,6 +64,23 @@ def test_variants_of_one_method_are_separate_rows_with_their_costs():
     assert "| letkf (members=6) | 6 | 3 |" in md and "forecasts/cycle" in md
 
 
+def test_a_method_with_variants_is_paired_at_the_blocks_own_settings():
+    """With the protocol saying which jobs are the block's own (not a declared variant), a plain
+    pair names that row; the variants still meet the other method at equal cost."""
+    from interfaces.sweep import job_hash
+
+    records = letkf_table()
+    base = {job_hash(r["job"]) for r in records if r["job"]["method"] != "dps" or r["job"]["method_options"]["steps"] == 20}
+    protocol = {"m-all": {"base_jobs": base}}
+    (table,) = compare.aggregate(records, [("losda", "dps")], protocol)
+    (pair,) = table["pairs"]
+    assert (pair["a"], pair["b"]) == ("losda", "dps (steps=20)")
+    assert [r["base"] for r in table["rows"] if r["variant_of"] == "dps"] == [False, True]
+    # Without that knowledge (run files read back alone) the pair stays ambiguous and is left out.
+    (table,) = compare.aggregate(records, [("losda", "dps")])
+    assert table["pairs"] == []
+
+
 def test_plain_pairs_between_single_rows_are_unchanged():
     (table,) = compare.aggregate(letkf_table(), [("losda", "3dvar")])
     (pair,) = table["pairs"]
