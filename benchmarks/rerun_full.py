@@ -68,8 +68,8 @@ UNTUNED = {"free", "climatology"}  # nothing to tune
 
 
 def tables(suite_name: str, selected: str | None, obs_only: str | None):
-    """Each table of the suite: (name, model family, model options, obs, truth options, model
-    error, block with the suite's defaults merged in), named as compare names it."""
+    """Each table of the suite as (name, obs, imperfect-model settings, block with the suite's
+    defaults merged in, suite), the name as compare gives it."""
     sys.path.insert(0, str(ROOT))
     from interfaces.compare import _merge
     from interfaces.grouping import group_name
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     def log(line):
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
-    done: dict[str, list[str]] = {}  # output folder -> tables compared there
+    done: dict[str, tuple[str, list[str]]] = {}  # output folder -> (model family, tables compared there)
     for name, obs, imperfect, block, suite in tables(args.suite, args.table, args.obs):
         family = block["model"]
         tuning = ",".join(str(s) for s in block.get("tuning_seeds", suite.get("tuning_seeds", [])))
@@ -147,19 +147,15 @@ def main(argv=None) -> int:
             # One folder per model family (the full suite's sphere tables go beside the Lorenz-96
             # one; benchmarks/results/full/ holds the superseded 50-cycle tables).
             out = f"{out_root}/{family}" if args.suite == "full" else out_root
-            done.setdefault(out, []).append(name)
+            done.setdefault(out, (family, []))[1].append(name)
             run(compare_command(exe, args, family, out, [name], only), log)
     # compare rewrites a folder's results.md and summary.json from the tables it was given: one
     # last call per folder (every run file already there, so only tables and plots are made)
     # gathers all the tables of this call.
-    for out, names in done.items():
+    for out, (family, names) in done.items():
         if len(names) > 1:
-            run(compare_command(exe, args, out_family(names[0]), out, names, only), log)
+            run(compare_command(exe, args, family, out, names, only), log)
     return 0
-
-
-def out_family(table: str) -> str:
-    return table.partition("-")[0]
 
 
 def compare_command(exe: str, args, family: str, out: str, names: list[str], only) -> list[str]:

@@ -32,7 +32,12 @@ def code_version(cfg: dict[str, Any], model) -> str:
     the losda_plugin modules they import) and the model's module, which makes the training
     data; with finetune=self also the methods that cycle to make its backgrounds. An edit
     elsewhere (plots, reports, guidance of an unfinetuned prior) keeps the checkpoint."""
-    modules = ["losda_plugin.training", type(model).__module__]
+    return code_version_of_module(cfg, type(model).__module__)
+
+
+def code_version_of_module(cfg: dict[str, Any], model_module: str) -> str:
+    """``code_version`` from the name of the model's module, for a prior whose model is not built."""
+    modules = ["losda_plugin.training", model_module]
     if cfg.get("finetune"):
         modules.append("losda_plugin.methods")
     return cache.code_version(modules, follow=("losda_plugin", "interfaces.models"))

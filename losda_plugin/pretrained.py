@@ -3,11 +3,11 @@
 A committed prior is a checkpoint from the cache (``<model>-<preset>-<config hash>.pt``, as
 ``checkpoint.checkpoint_path`` names it) copied into ``losda_plugin/pretrained/`` beside a JSON
 file with its provenance: the command that trains it, its seed, the hash of the code that trained
-it and the commit it was published from, the hash of its training data, its size and sha256. When a run needs a
-prior that is not in the cache (or is stale there), it installs the committed one instead of
-training, but only if that one was made by exactly the code that would train it now (the same
-code version as the cache uses) and its bytes match the recorded sha256; otherwise it trains as
-before. ``checkpoint.load`` then checks the configuration as for any cached prior.
+it and the commit it was published from, the hash of its training data, its size and sha256.
+When a run needs a prior that is not in the cache (or is stale there), it installs the committed
+one instead of training, but only if that one was made by exactly the code that would train it
+now (the same code version as the cache uses) and its bytes match the recorded sha256; otherwise
+it trains as before. ``checkpoint.load`` then checks the configuration as for any cached prior.
 
 Publish a prior trained by this code (``da-harness train`` writes it to the cache first):
 
@@ -104,7 +104,7 @@ def publish(checkpoint: Path, folder: Path | None = None) -> Path:
     """Copy a cached checkpoint trained by this code into the pretrained folder, with provenance."""
     from interfaces.registry import get_registry
 
-    from .checkpoint import code_version
+    from .checkpoint import checkpoint_path, code_version_of_module
     from .config import config_hash
 
     checkpoint = Path(checkpoint)
@@ -116,8 +116,7 @@ def publish(checkpoint: Path, folder: Path | None = None) -> Path:
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = payload["config"]
     entry = get_registry().model(cfg["model"])
-    # code_version needs only the model's module (which makes the training data).
-    code = code_version(cfg, type("ModelOfModule", (), {"__module__": entry.factory.__module__})())
+    code = code_version_of_module(cfg, entry.factory.__module__)
     if payload.get("code_version") != code:
         raise DataError(f"{checkpoint} was trained by other code (version {payload.get('code_version')}, this code "
                         f"is {code}): retrain it with this code before publishing")
@@ -131,7 +130,7 @@ def publish(checkpoint: Path, folder: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     # Named as this code names the checkpoint of this configuration (a file trained before an
     # option with a neutral default existed may carry an older name for the same prior).
-    target = out / f"{cfg['model']}-{cfg['preset']}-{config_hash(cfg)}.pt"
+    target = out / checkpoint_path(out, cfg).name
     shutil.copyfile(checkpoint, target)
     report = payload.get("report", {})
     meta = {

@@ -8,15 +8,14 @@ import torch
 
 from interfaces.registry import get_registry
 from losda_plugin import pretrained
-from losda_plugin.checkpoint import code_version
+from losda_plugin.checkpoint import code_version_of_module
 from losda_plugin.config import config_hash
 
 COMMITTED = sorted(pretrained.FOLDER.glob("*.pt"))
 
 
 def _code(cfg):
-    module = get_registry().model(cfg["model"]).factory.__module__
-    return code_version(cfg, type("ModelOfModule", (), {"__module__": module})())
+    return code_version_of_module(cfg, get_registry().model(cfg["model"]).factory.__module__)
 
 
 def test_the_full_priors_of_both_testbeds_are_committed():
