@@ -39,6 +39,13 @@ from interfaces.errors import UsageError
 from .enkf import EnsembleFilter, ensemble_space
 
 
+def _normal(shape, generator) -> torch.Tensor:
+    """Standard normal draws in float64, sampled in float32: torch's float32 sampler is
+    vectorised and 5x faster on the CPU, and an analysis draws one (members x state) field per
+    reverse step (400+ on the sphere). 24-bit draws are ample for noise."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(torch.float64)
+
+
 class EnSF(EnsembleFilter):
     name = "ensf"
     description = "ensemble score filter: ensemble Gaussian-mixture prior score, damped likelihood score, reverse SDE"
@@ -103,7 +110,12 @@ class EnSF(EnsembleFilter):
         return -(z - weights @ centres) / t
 
     def _likelihood_score(self, z, mean, observations, operator):
-        """grad_z log p(y | x = mean + scale * z), through the operator by autograd."""
+        """grad_z log p(y | x = mean + scale * z): in closed form, scale * H^T R^-1 (y - H x),
+        for a linear operator with an adjoint; through the operator by autograd otherwise."""
+        if getattr(operator, "linear", False) and hasattr(operator, "adjoint"):
+            # Hundreds of steps per analysis: autograd's graph would cost 3x the arithmetic.
+            innovation = (observations.values - operator.apply(mean + self.scale * z)) / observations.std.pow(2)
+            return self.scale * operator.adjoint(innovation)
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             hx = operator.apply(mean + self.scale * z)
@@ -163,7 +175,7 @@ class EnSF(EnsembleFilter):
 
         steps = self._step_count(self._stiffness(mean, observations, operator))
         dt = 1.0 / steps
-        z = torch.randn(anom.shape, generator=gen, dtype=torch.float64)
+        z = _normal(anom.shape, gen)
         for k in range(steps):
             t = 1.0 - k * dt
             f, g2 = self._drift_and_diffusion(t)
@@ -178,7 +190,7 @@ class EnSF(EnsembleFilter):
             # Reverse time: z_{t - dt} = z_t - dt (f z - g^2 score) + sqrt(dt) g noise.
             z = z - dt * (f * z - g2 * score)
             if k < steps - 1 or o["final_noise"]:
-                z = z + math.sqrt(dt * g2) * torch.randn(z.shape, generator=gen, dtype=z.dtype)
+                z = z + math.sqrt(dt * g2) * _normal(z.shape, gen)
 
         post = self.scale * z
         new_mean = post.mean(0)
