@@ -107,7 +107,10 @@ def cmd_tune(args, registry) -> int:
     out = Path(args.out or (f"benchmarks/tuned/{suite['name']}.toml" if suite else "runs/tune/tuned.toml"))
     entry.update(suite=suite["name"] if suite else None, command=command_line(args),
                  commit=_commit(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 wall_seconds=round(time.perf_counter() - started, 1))
+                 wall_seconds=round(time.perf_counter() - started, 1),
+                 # What the search cost, read from its run files: a rerun that finds them all
+                 # finished takes seconds of wall time, but the choice still cost this much.
+                 run_seconds=round(sum(r["run_seconds"] for r in entry["search"]), 1))
     tuned.upsert(out, entry)
     if args.json:
         print(json.dumps(compare._clean({**entry, "file": str(out)})))
@@ -198,7 +201,10 @@ class Search:
         if len(ok) < len(records):  # a setting that failed on a seed cannot win
             mean = float("nan")
         typed = {k: records[0]["job"]["method_options"][k] for k in self.grid}
-        return {"options": typed, "score": mean, "score_ci95": half, "seeds": n,
+        # Cycling seconds (per cycle x cycles, which a resumed run keeps whole), over the seeds.
+        seconds = sum(float(r["summary"].get("seconds_per_cycle") or 0.0) * int(r["summary"].get("cycles") or 0)
+                      for r in ok)
+        return {"options": typed, "score": mean, "score_ci95": half, "seeds": n, "run_seconds": round(seconds, 1),
                 "time_ci95": steady["analysis_rmse_time_ci95"], "stationary": steady["stationary"],
                 "error": failed[0] if failed else None}
 

@@ -38,6 +38,8 @@ def test_the_chosen_value_is_the_argmin_of_the_recorded_scores(tuned_file):
     assert "--grid scale=0.05,0.5,5" in entry["command"] and entry["commit"] and entry["date"]
     for s in entry["search"]:
         assert s["seeds"] == 2 and s["score_ci95"] > 0 and "stationary" in s
+        assert s["run_seconds"] > 0  # the cycling time of its two runs, read from their files
+    assert entry["run_seconds"] == pytest.approx(sum(s["run_seconds"] for s in entry["search"]), abs=0.2)
 
 
 def test_a_rerun_reads_the_finished_settings_and_gives_the_same_choice(tuned_file, cli):
