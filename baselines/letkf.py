@@ -17,6 +17,7 @@ from interfaces.device import device_of
 from interfaces.ensemble import rtps
 from interfaces.options import check_range
 
+from .additive import ClimatologicalPerturbations
 from .enkf import EnsembleFilter, ensemble_space
 from .localization import observation_weights
 
@@ -28,6 +29,7 @@ class LETKF(EnsembleFilter):
         "radius": 0.0,  # localisation length L (0: the model's default_length_scale)
         "inflation": 1.0,  # multiplicative, on the prior anomalies
         "rtps": 0.1,  # relaxation to prior spread; tuned on Lorenz-96 (N = 20)
+        "additive": 0.0,  # additive inflation: climatological anomalies times this (0: off)
     }
     preferred_members = 20
 
@@ -37,7 +39,13 @@ class LETKF(EnsembleFilter):
         check_range(owner, self.options, "radius", 0.0, meaning=" (0: the model's default length scale)")
         check_range(owner, self.options, "inflation", 0.0, low_open=True, meaning=" (multiplicative)")
         check_range(owner, self.options, "rtps", 0.0, 1.0, meaning=" (0: off, 1: full relaxation)")
+        check_range(owner, self.options, "additive", 0.0, meaning=" (a fraction of the climatological anomalies; 0: off)")
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (locations, weights)
+        self._perturbations: ClimatologicalPerturbations | None = None  # built at the first use
+
+    def prepare(self, context):
+        super().prepare(context)
+        self._perturbations = None  # drawn from this experiment's climatology
 
     def _half_width(self) -> float:
         """GC half-width c for the length L: c = sqrt(10/3) L matches a Gaussian exp(-d^2/2L^2)
@@ -83,4 +91,9 @@ class LETKF(EnsembleFilter):
         post_anom = post - new_mean
         if o["rtps"] > 0.0:
             post_anom = rtps(post_anom, prior_spread, o["rtps"])
+        if o["additive"] > 0.0:  # for model error, which neither inflation nor RTPS can supply
+            if self._perturbations is None:
+                self._perturbations = ClimatologicalPerturbations(self.context.climatology)
+            q = self._perturbations.draw(N, o["additive"], self.context.generator)
+            post_anom = post_anom + q.to(post_anom.device, post_anom.dtype)
         return (mean + new_mean + post_anom).reshape(background.shape)
