@@ -13,7 +13,9 @@ missing or was made by other code. Run it in the background with a log:
     nohup python benchmarks/rerun_full.py --suite regimes --table sw-32x64-random0.05-truth > runs/regimes.log 2>&1 &
 
 Grids are searched by coordinate descent from the first value of each list (the current
-default first), so a method is never scored at a worse setting than the one it had. When a call
+default first), so a method is never scored at a worse setting than the one it had; a numeric
+choice at the edge of its list grows the list by one value beyond it, up to twice
+(`tune --extend-edges`). When a call
 compares several tables into one folder it ends with one compare over all of them, since
 compare rewrites the folder's results.md and summary.json from the tables it was given.
 """
@@ -111,6 +113,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tune-cycles", type=int, default=None, help="cycles of the tuning runs (default the block's)")
     p.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds")
+    p.add_argument("--extend-edges", type=int, default=2,
+                   help="grow a grid past a choice at its edge, at most this many times (tune --extend-edges)")
     args = p.parse_args(argv)
     only = set(args.methods.split(",")) if args.methods else None
     exe = str(Path(sys.executable).with_name("da-harness"))
@@ -137,7 +141,8 @@ def main(argv=None) -> int:
             members = block.get("members", {}).get(method, members)
             cmd = [exe, "tune", "--suite", args.suite, "--method", method, "--model", family, "--obs", obs,
                    "--seeds", tuning, "--cycles", str(cycles), "--burn-in", str(burn_in), "--descent",
-                   "--rounds", str(args.rounds), "--workers", str(args.workers), "--no-progress",
+                   "--rounds", str(args.rounds), "--extend-edges", str(args.extend_edges),
+                   "--workers", str(args.workers), "--no-progress",
                    *model_sets, *truth_sets]
             fixed = block.get("method_options", {}).get(method, {})
             cmd += [f"--set={k}={v}" for k, v in fixed.items()]

@@ -39,6 +39,9 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--descent", action="store_true",
                    help="coordinate descent over the --grid values (from each list's first value) instead of the full grid")
     p.add_argument("--rounds", type=int, default=3, help="most coordinate-descent rounds (default 3)")
+    p.add_argument("--extend-edges", type=int, default=0, metavar="K",
+                   help="with --descent: when a numeric option's choice is the smallest or largest value of its "
+                        "list, add one value beyond it and descend again, at most K times (default 0: never)")
     p.add_argument("--cycles", type=int, default=100, help="cycles per run, burn-in included (default 100)")
     p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the score")
     p.add_argument("--members", type=int, default=None, help="ensemble size")
@@ -102,6 +105,8 @@ def cmd_tune(args, registry) -> int:
                              f"({', '.join(sorted({w for s in both for w in scored[s]}))}); tune on held-out seeds")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be a positive integer, got {args.rounds}")
+    if args.extend_edges < 0 or (args.extend_edges and not args.descent):
+        raise UsageError(f"--extend-edges must be a non-negative integer and needs --descent, got {args.extend_edges}")
     search = Search(args, registry, grid, seeds)
     entry = search.run()
     out = Path(args.out or (f"benchmarks/tuned/{suite['name']}.toml" if suite else "runs/tune/tuned.toml"))
@@ -140,6 +145,8 @@ def command_line(args) -> str:
         parts += ["--model-error", args.model_error]
     if args.descent:
         parts += ["--descent", "--rounds", str(args.rounds)]
+    if args.extend_edges:
+        parts += ["--extend-edges", str(args.extend_edges)]
     return shlex.join(parts)
 
 
@@ -160,6 +167,7 @@ class Search:
         self.members = first["members"]
         self.run_dir = Path(args.runs or f"runs/tune/{self.table}-{args.method}") / "runs"
         self.scores: dict[tuple, dict[str, Any]] = {}  # setting -> its search record, in the order tried
+        self.extended: dict[str, list[str]] = {}  # option -> values added beyond its list's edge
 
     def jobs(self, setting: tuple[str, ...]) -> list[dict]:
         """The sweep jobs of one setting (one per tuning seed), built as compare builds them."""
@@ -239,13 +247,22 @@ class Search:
                 "chosen": self.scores[best]["options"], "score": self.scores[best]["score"],
                 "score_ci95": self.scores[best]["score_ci95"],
                 "fixed": {k: v for k, v in job["method_options"].items() if k in self.fixed},
+                "extended": {k: [float(x) for x in v] for k, v in self.extended.items()} or None,
                 "search": list(self.scores.values())}
 
     def descend(self, bar) -> None:
         """Coordinate descent: from each list's first value, move one option at a time to its
-        best value with the others held, until a round changes nothing."""
+        best value with the others held, until a round changes nothing. With --extend-edges, a
+        choice at the edge of a numeric list grows the list by one value beyond it and the
+        descent goes on from there (a by-hand tuner's "the optimum may lie outside the grid")."""
+        current = self._descend_from(tuple(v[0] for v in self.grid.values()), bar)
+        for _ in range(self.args.extend_edges):
+            if not self._extend_edges(current):
+                return
+            current = self._descend_from(current, bar)
+
+    def _descend_from(self, current: tuple[str, ...], bar) -> tuple[str, ...]:
         keys = list(self.grid)
-        current = tuple(v[0] for v in self.grid.values())
         for _ in range(self.args.rounds):
             start = current
             for i, key in enumerate(keys):
@@ -255,7 +272,45 @@ class Search:
                 if finite:
                     current = min(finite, key=lambda t: self.scores[t]["score"])
             if current == start:
-                return
+                break
+        return current
+
+    def _extend_edges(self, current: tuple[str, ...]) -> bool:
+        """Add one value beyond the edge for each option chosen at an edge; False if none grew.
+        A value the method refuses (rtps above 1, a negative radius) is not added."""
+        grown = False
+        for i, key in enumerate(self.grid):
+            new = edge_extension(self.grid[key], current[i])
+            if new is None or new in self.grid[key]:
+                continue
+            try:
+                self.jobs(current[:i] + (new,) + current[i + 1:])
+            except UsageError:
+                continue
+            self.grid[key].append(new)
+            self.extended.setdefault(key, []).append(new)
+            grown = True
+        return grown
+
+
+def edge_extension(values: list[str], chosen: str) -> str | None:
+    """The value one step beyond ``chosen`` when it is the smallest or largest number of
+    ``values``: a geometric step (edge^2 / neighbour) between positive values, an arithmetic one
+    otherwise, rounded for integer lists. None for a non-numeric option, a one-value list or an
+    interior choice."""
+    try:
+        numbers = sorted({float(v) for v in values})
+        c = float(chosen)
+    except ValueError:
+        return None
+    if len(numbers) < 2 or numbers[0] < c < numbers[-1]:
+        return None
+    edge, neighbour = (numbers[-1], numbers[-2]) if c == numbers[-1] else (numbers[0], numbers[1])
+    new = edge * edge / neighbour if edge > 0 and neighbour > 0 else 2 * edge - neighbour
+    if all(v.strip().lstrip("-").isdigit() for v in values):
+        new = round(new)
+        return None if new == edge else str(new)
+    return f"{new:.6g}"
 
 
 def search_table(entry: dict) -> str:

@@ -116,3 +116,46 @@ def test_compare_refuses_to_score_the_seeds_the_applied_options_were_tuned_on(tm
     code, _, err = cli("compare", "--suite", _suite(tmp_path, tuned_file, scoring="[0, 101]", tuning="[100]"),
                        "--serial", "--no-plots", "--out", tmp_path / "cmp")
     assert code == 2 and "scoring seeds 101 were used to tune" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("values, chosen, expected", [
+    (["0.5", "0.25", "1", "0.1"], "0.1", "0.04"),  # geometric below the smallest
+    (["10", "20"], "20", "40"),  # integers stay integers
+    (["1.0", "1.05", "1.1"], "1.1", "1.15238"),
+    (["0", "0.05", "0.1"], "0", "-0.05"),  # arithmetic through zero (the method may refuse it)
+    (["0.5", "0.25", "1"], "0.5", None),  # interior
+    (["decode", "increment"], "decode", None),  # not numeric
+    (["3"], "3", None),  # nothing to step from
+])
+def test_edge_extension(values, chosen, expected):
+    from interfaces.tune import edge_extension
+
+    assert edge_extension(values, chosen) == expected
+
+
+def test_extend_edges_searches_beyond_a_choice_at_the_grid_edge(tmp_path):
+    """A two-value grid always chooses an edge, so --extend-edges adds one value beyond it (0.2
+    above 0.1, or 0.025 below 0.05) and descends again; it stops when the choice is interior or
+    its budget is spent, and records what it added."""
+    from interfaces.cli import main
+
+    out = tmp_path / "tuned.toml"
+    code = main([*TUNE, "--grid", "scale=0.05,0.1", "--seeds", "100,101", "--out", str(out),
+                 "--runs", str(tmp_path / "runs"), "--descent", "--rounds", "1", "--extend-edges", "2"])
+    assert code == 0
+    (entry,) = tomllib.loads(out.read_text())["entry"]
+    added = entry["extended"]["scale"]
+    assert added[0] in (0.2, 0.025) and 1 <= len(added) <= 2
+    tried = [s["options"]["scale"] for s in entry["search"]]
+    assert tried == [0.05, 0.1, *added]
+    best = min(entry["search"], key=lambda s: s["score"])["options"]["scale"]
+    assert entry["chosen"]["scale"] == best
+    assert len(added) == 2 or min(tried) < best < max(tried)  # stopped: interior, or out of budget
+    assert "--extend-edges 2" in entry["command"]
+
+
+def test_extend_edges_needs_descent(tmp_path):
+    from interfaces.cli import main
+
+    assert main([*TUNE, "--grid", "scale=0.05,0.1", "--seeds", "100,101", "--out", str(tmp_path / "t.toml"),
+                 "--extend-edges", "1"]) != 0
