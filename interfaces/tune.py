@@ -23,7 +23,7 @@ from . import compare, sweep, tuned
 from .errors import UsageError
 from .grouping import group_name
 from .options import parse_assignments
-from .registry import get_registry
+from .registry import get_registry, instantiate_method
 from .statistics import t_interval
 
 
@@ -115,7 +115,7 @@ def cmd_tune(args, registry) -> int:
                  wall_seconds=round(time.perf_counter() - started, 1),
                  # What the search cost, read from its run files: a rerun that finds them all
                  # finished takes seconds of wall time, but the choice still cost this much.
-                 run_seconds=round(sum(r["run_seconds"] for r in entry["search"]), 1))
+                 run_seconds=round(sum(r["run_seconds"] for r in entry["search"]), 3))
     tuned.upsert(out, entry)
     if args.json:
         print(json.dumps(compare._clean({**entry, "file": str(out)})))
@@ -212,7 +212,7 @@ class Search:
         # Cycling seconds (per cycle x cycles, which a resumed run keeps whole), over the seeds.
         seconds = sum(float(r["summary"].get("seconds_per_cycle") or 0.0) * int(r["summary"].get("cycles") or 0)
                       for r in ok)
-        return {"options": typed, "score": mean, "score_ci95": half, "seeds": n, "run_seconds": round(seconds, 1),
+        return {"options": typed, "score": mean, "score_ci95": half, "seeds": n, "run_seconds": round(seconds, 3),
                 "time_ci95": steady["analysis_rmse_time_ci95"], "stationary": steady["stationary"],
                 "error": failed[0] if failed else None}
 
@@ -283,8 +283,11 @@ class Search:
             new = edge_extension(self.grid[key], current[i])
             if new is None or new in self.grid[key]:
                 continue
+            # build_jobs types the options but does not range-check them: the method's own
+            # constructor does, as the run would.
+            job = self.jobs(current[:i] + (new,) + current[i + 1:])[0]
             try:
-                self.jobs(current[:i] + (new,) + current[i + 1:])
+                instantiate_method(self.registry, self.args.method, job["method_options"], model=job["model"])
             except UsageError:
                 continue
             self.grid[key].append(new)
