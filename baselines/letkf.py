@@ -41,11 +41,12 @@ class LETKF(EnsembleFilter):
         check_range(owner, self.options, "rtps", 0.0, 1.0, meaning=" (0: off, 1: full relaxation)")
         check_range(owner, self.options, "additive", 0.0, meaning=" (a fraction of the climatological anomalies; 0: off)")
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (locations, weights)
-        self._perturbations: ClimatologicalPerturbations | None = None  # built at the first use
+        self._perturbations: ClimatologicalPerturbations | None = None  # with additive inflation
 
     def prepare(self, context):
         super().prepare(context)
-        self._perturbations = None  # drawn from this experiment's climatology
+        if self.options["additive"] > 0.0:  # drawn from this experiment's climatology
+            self._perturbations = ClimatologicalPerturbations(context.climatology)
 
     def _half_width(self) -> float:
         """GC half-width c for the length L: c = sqrt(10/3) L matches a Gaussian exp(-d^2/2L^2)
@@ -91,9 +92,7 @@ class LETKF(EnsembleFilter):
         post_anom = post - new_mean
         if o["rtps"] > 0.0:
             post_anom = rtps(post_anom, prior_spread, o["rtps"])
-        if o["additive"] > 0.0:  # for model error, which neither inflation nor RTPS can supply
-            if self._perturbations is None:
-                self._perturbations = ClimatologicalPerturbations(self.context.climatology)
+        if self._perturbations is not None:  # for model error, which neither inflation nor RTPS can supply
             q = self._perturbations.draw(N, o["additive"], self.context.generator)
             post_anom = post_anom + q.to(post_anom.device, post_anom.dtype)
         return (mean + new_mean + post_anom).reshape(background.shape)

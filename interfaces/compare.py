@@ -594,10 +594,13 @@ def _pair_rows(rows: list[dict], a: str, b: str) -> tuple[str, str] | None:
     method with several rows (variants) the one at the block's own settings; the variants are
     compared at equal cost as well (equal_cost_pairs)."""
     def one(name):
-        exact = [r["method"] for r in rows if r["method"] == name]
+        if any(r["method"] == name for r in rows):
+            return name
         mine = [r for r in rows if r["variant_of"] == name]
+        if len(mine) == 1:
+            return mine[0]["method"]
         base = [r["method"] for r in mine if r.get("base")]
-        return exact[0] if exact else (mine[0]["method"] if len(mine) == 1 else (base[0] if len(base) == 1 else None))
+        return base[0] if len(base) == 1 else None
 
     ra, rb = one(a), one(b)
     return (ra, rb) if ra and rb else None
