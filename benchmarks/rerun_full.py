@@ -26,6 +26,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -101,6 +102,46 @@ def run(cmd: list[str], log) -> int:
     return code
 
 
+class Archive:
+    """Slim copies of every finished run file (interfaces/archive.py), kept under
+    <results>/archive/ to be committed: a driver started on a fresh machine restores them first,
+    so tune and compare skip what an earlier machine finished. Synced every `every` seconds by a
+    background thread and after each command, so a session cut short keeps its finished jobs."""
+
+    def __init__(self, log, every: float):
+        self.log, self.every, self.pairs, self.lock = log, every, [], threading.Lock()
+
+    def track(self, run_dir: Path, archive_dir: Path) -> None:
+        from interfaces import archive
+
+        copied = archive.restore(archive_dir, run_dir)
+        if copied:
+            self.log(f"  restored {len(copied)} finished run(s) from {archive_dir.relative_to(ROOT)}")
+        with self.lock:
+            if (run_dir, archive_dir) not in self.pairs:
+                self.pairs.append((run_dir, archive_dir))
+
+    def sync(self) -> None:
+        from interfaces import archive
+
+        with self.lock:
+            for run_dir, archive_dir in self.pairs:
+                written = archive.sync(run_dir, archive_dir)
+                if written:
+                    self.log(f"  archived {len(written)} finished run(s) in {archive_dir.relative_to(ROOT)}")
+
+    def start(self) -> None:
+        def loop():
+            while True:
+                time.sleep(self.every)
+                try:
+                    self.sync()
+                except Exception as exc:  # noqa: BLE001 - archiving must never stop the sweep
+                    self.log(f"  archive sync failed: {exc}")
+
+        threading.Thread(target=loop, daemon=True).start()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default="full", help="full (default) or regimes")
@@ -115,6 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds")
     p.add_argument("--extend-edges", type=int, default=2,
                    help="grow a grid past a choice at its edge, at most this many times (tune --extend-edges)")
+    p.add_argument("--no-archive", action="store_true",
+                   help="neither restore nor write the slim copies under <results>/archive/")
+    p.add_argument("--archive-every", type=float, default=300, help="seconds between archive syncs")
     args = p.parse_args(argv)
     only = set(args.methods.split(",")) if args.methods else None
     exe = str(Path(sys.executable).with_name("da-harness"))
@@ -123,6 +167,10 @@ def main(argv=None) -> int:
 
     def log(line):
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+    archive = None if args.no_archive else Archive(log, args.archive_every)
+    if archive:
+        archive.start()
 
     done: dict[str, tuple[str, list[str]]] = {}  # output folder -> (model family, tables compared there)
     for name, obs, imperfect, block, suite in tables(args.suite, args.table, args.obs):
@@ -150,13 +198,22 @@ def main(argv=None) -> int:
                 cmd += ["--members", str(members)]
             for g in grids:
                 cmd += ["--grid", g]
+            if archive:  # tune's default run folder (interfaces/tune.py)
+                archive.track(ROOT / "runs" / "tune" / f"{name}-{method}" / "runs",
+                              ROOT / out_root / "archive" / "tune" / f"{name}-{method}")
             run(cmd, log)
+            if archive:
+                archive.sync()
         if not args.skip_compare:
             # One folder per model family (the full suite's sphere tables go beside the Lorenz-96
             # one; benchmarks/results/full/ holds the superseded 50-cycle tables).
             out = f"{out_root}/{family}" if args.suite == "full" else out_root
             done.setdefault(out, (family, []))[1].append(name)
+            if archive:
+                archive.track(ROOT / out / "runs", ROOT / out / "archive" / "compare")
             run(compare_command(exe, args, family, out, [name], only), log)
+            if archive:
+                archive.sync()
     # compare rewrites a folder's results.md and summary.json from the tables it was given: one
     # last call per folder (every run file already there, so only tables and plots are made)
     # gathers all the tables of this call.

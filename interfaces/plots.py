@@ -160,6 +160,8 @@ def _mark_sites(ax, x, y, label=None) -> None:
 def _variables(ds) -> list[str]:
     """The state variables of a run file in file order: ['h', 'u', 'v'] on the sphere, [] when
     the model has one unnamed variable (fields 'truth', 'analysis')."""
+    if "state_variables" in ds.attrs:  # a slim copy has no fields to read them from (interfaces/archive.py)
+        return [v for v in str(ds.attrs["state_variables"]).split(",") if v]
     return [str(n)[len("truth_"):] for n in ds.data_vars if str(n).startswith("truth_")]
 
 

@@ -1,7 +1,8 @@
 """Comparison tables (markdown, CSV, netCDF) and plots (RMSE per cycle, maps of one cycle).
 
 Tables come from interfaces.compare.aggregate: per method, the mean over seeds of each score
-and the half-width of its 95 % t-interval. Plots read the run files of the first seed.
+and the half-width of its 95 % t-interval. The maps read full run files (not slim archived
+copies, which keep only the per-cycle scores), of the lowest seed every method has.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .archive import has_fields
 from .grouping import group_name
 from .provenance import code_commit
 
@@ -309,7 +311,11 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
             runs = seed_runs(t, records)
             if runs:
                 files.append(plot_rmse(runs, t, Path(f"{stem}-rmse.png")))
-                files.append(plot_maps(runs, t, Path(f"{stem}-maps.png")))
+                # Maps need fields: slim copies restored from an archive have none.
+                full = {m: {k: f for k, f in s.items() if has_fields(f)} for m, s in runs.items()}
+                full = {m: s for m, s in full.items() if s}
+                if full:
+                    files.append(plot_maps(full, t, Path(f"{stem}-maps.png")))
             if "analysis_rmse" in t["columns"] and t["rows"]:
                 files.append(plot_cost(t, Path(f"{stem}-cost.png")))
     return files
