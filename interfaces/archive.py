@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .sweep import file_state
+
 #: The attribute that marks a slim copy; its value says what was dropped.
 SLIM_ATTR = "slim"
 
@@ -84,28 +86,17 @@ def slim(src, dst) -> Path:
     return dst
 
 
-def _complete(path: Path) -> tuple[bool, str]:
-    """(complete, code version) of a run file, without loading its fields."""
-    import xarray as xr
-
-    try:
-        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
-            return ds.attrs.get("status") == "complete", str(ds.attrs.get("code_version", ""))
-    except (OSError, ValueError):
-        return False, ""
-
-
 def sync(run_dir, archive_dir) -> list[Path]:
     """Slim every complete run file under ``run_dir`` into ``archive_dir`` (same relative path),
     unless the archive already holds a copy of it made by the same code. Returns what was written."""
     run_dir, archive_dir = Path(run_dir), Path(archive_dir)
     written = []
     for src in sorted(run_dir.rglob("*.nc")) if run_dir.exists() else []:
-        done, code = _complete(src)
-        if not done:
+        status, _, code = file_state(src)
+        if status != "complete":
             continue
         dst = archive_dir / src.relative_to(run_dir)
-        if dst.exists() and _complete(dst) == (True, code):
+        if file_state(dst)[0::2] == ("complete", code):
             continue
         written.append(slim(src, dst))
     return written
