@@ -8,14 +8,18 @@ recomputed after every optimised reverse step. Both paths run on the same small 
 weights (no training: the equivalence is a property of the code, not of what was learned), the
 same observations and the same random stream.
 
-Tolerance: both paths do the same float32 arithmetic, except that the faster pole padding sums
-the gradients of the rows and columns it copies in another order. Its forward values are
-identical; a decoder gradient moves by a few units in the last place (measured 5e-8 relative,
-residual decoder). L-BFGS with a line search amplifies that over its iterations (5 per reverse step
-for losda, 30 for l3dvar): the analyses then differ by up to 8e-5 of the state's scale (measured,
-l3dvar with the residual decoder; 0 for the plain one). They are compared at 5e-4 of the scale,
-still far below any change of algorithm (a different sample, step or line-search rule moves the
-analysis by more than 1e-2 of its scale here).
+Two comparisons. On the same network (the sped-up one, whose padding is SpherePad) the faster path
+must give exactly the reference's analyses: every case below is bit-identical, so any change of
+algorithm shows. Against the original network (padding through ``Geometry.pad``) the only numeric
+difference is SpherePad's backward, which sums the gradients of the copied rows and columns in
+another order (forward values identical; a decoder gradient moves by a few units in the last
+place). A minimiser amplifies that: l3dvar with the residual decoder stops where its float32 cost
+stops decreasing, and that point is determined only to about sqrt(eps * J) in the control
+variable, so the reference itself moves by 7.2e-4 of the state's scale when its background is
+changed by 1e-7 relative (measured, one thread; 1.8e-5 with two), the same distance that separates
+it from the faster path there. That comparison is therefore bounded by 5e-4 of the scale plus twice
+the reference's own move under such a last-place change; a change of algorithm moves this analysis
+by more than 2.6e-3 of its scale (30 -> 10 L-BFGS iterations) to 5e-2 (b_scale 3 -> 3.3).
 """
 
 from __future__ import annotations
@@ -192,11 +196,18 @@ def test_the_analysis_path_matches_the_reference(setting, cls, options, members,
     assert all(isinstance(m.geometry, SpherePadding) for m in fast_prior.vae.modules() if isinstance(m, GeoConv))
     assert not any(isinstance(m.geometry, SpherePadding) for m in prior.vae.modules() if isinstance(m, GeoConv))
     fast = method.assimilate(background, obs, op)
+    assert fast.dtype == background.dtype and fast.shape == background.shape
+    # The same network through the reference path: the same arithmetic, bit for bit.
+    same, same_misfit = reference_assimilate(method, fast_prior, background, obs, op, torch.Generator().manual_seed(7))
+    assert torch.equal(fast, same)
+    assert method.diagnostics()["misfit"] == same_misfit
+    # The original network: only SpherePad's backward summation order differs.
     reference, reference_misfit_value = reference_assimilate(method, prior, background, obs, op,
                                                              torch.Generator().manual_seed(7))
+    nudged, _ = reference_assimilate(method, prior, background * (1 + 1e-7), obs, op, torch.Generator().manual_seed(7))
     scale = float(reference.abs().max())
-    assert fast.dtype == background.dtype and fast.shape == background.shape
-    assert float((fast - reference).abs().max()) <= 5e-4 * scale
+    own_move = float((nudged - reference).abs().max())
+    assert float((fast - reference).abs().max()) <= 5e-4 * scale + 2 * own_move
     # The method did move the state: the comparison is not between two copies of the background.
     assert float((reference - background).abs().max()) > 1e-2 * scale
     assert method.diagnostics()["misfit"] == pytest.approx(reference_misfit_value, rel=1e-3)
