@@ -63,6 +63,9 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the table")
+    p.add_argument("--plan", action="store_true",
+                   help="say, per table and row, which seeds are done, part-way or still to run in --out, with "
+                        "an estimate of the seconds left; nothing is run or trained")
 
 
 def cmd_compare(args, registry) -> int:
@@ -76,6 +79,18 @@ def cmd_compare(args, registry) -> int:
     else:  # a suite's pairs, less those that a --methods filter left without both methods
         pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None) if set(p) <= compared]
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
+    if getattr(args, "plan", False):
+        from .plan import format_plan, plan_json, plan_rows
+
+        records = [{"job": j} for j in jobs]
+        tables: dict[tuple, list[dict]] = {}
+        for r in records:
+            tables.setdefault(group_key(r["job"]), []).append(r)
+        for recs in tables.values():  # rows labelled as the tables will label them
+            label_rows(recs)
+        rows = plan_rows(records, out / "runs", registry)
+        print(plan_json(rows) if args.json else format_plan(rows, out / "runs"))
+        return 0
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
                      cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
                      command=_command_line(), pairs=pairs, protocol=protocol)

@@ -1,0 +1,96 @@
+"""Where a sweep stands, without running anything (`da-harness compare --plan`).
+
+A suite on the sphere takes CPU-hours and is finished over several sittings (compare skips the
+jobs whose run file is complete and made by the current code). Before starting or resuming one,
+a user wants to know, per table and row, how many seeds are done, which run is part-way (and at
+which cycle) and which are still to run, and roughly what is left to spend: the seconds per
+cycle of a row's finished runs times the cycles it still owes. A row with no finished run has
+no such estimate, and the total says so rather than guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .grouping import group_name
+from .sweep import file_state, job_code_version, run_path
+
+
+def cycles_done(path: Path) -> int:
+    """Cycles a partial run file holds (its time axis grows as it is written); 0 if unreadable."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+            return int(ds.sizes.get("time", 0))
+    except Exception:  # noqa: BLE001 - an unreadable file is simply redone
+        return 0
+
+
+def plan_rows(records: list[dict], run_dir, registry=None) -> list[dict[str, Any]]:
+    """One entry per (table, row) of ``records`` ({"job", "row"} each, rows labelled as the
+    tables will label them), in the order the jobs come: seeds done, partial runs with their
+    cycle, seeds to run (missing, or made by other code: 'stale'), and an estimate of the
+    seconds still to spend (None when no run of the row has finished)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        job = r["job"]
+        key = (group_name(job), r["row"])
+        row = rows.setdefault(key, {"table": key[0], "row": key[1], "seeds": 0, "done": [], "partial": {},
+                                    "to_run": [], "stale": [], "seconds_per_cycle": [], "cycles": job["cycles"],
+                                    "cycles_owed": 0})
+        row["seeds"] += 1
+        path = run_path(run_dir, job)
+        status, summary, _ = file_state(path, job_code_version(job, registry))
+        seed = job["seed"]
+        if status == "complete":
+            row["done"].append(seed)
+            if summary and summary.get("seconds_per_cycle"):
+                row["seconds_per_cycle"].append(float(summary["seconds_per_cycle"]))
+            continue
+        if status == "partial":
+            done = cycles_done(path)
+            row["partial"][seed] = done
+            row["cycles_owed"] += max(int(job["cycles"]) - done, 0)
+            continue
+        (row["stale"] if status == "stale" else row["to_run"]).append(seed)
+        row["cycles_owed"] += int(job["cycles"])
+    out = []
+    for row in rows.values():
+        per_cycle = row.pop("seconds_per_cycle")
+        mean = sum(per_cycle) / len(per_cycle) if per_cycle else None
+        row["seconds_per_cycle"] = mean
+        row["seconds_left"] = (0.0 if row["cycles_owed"] == 0 else
+                               (mean * row["cycles_owed"] if mean is not None else None))
+        out.append(row)
+    return out
+
+
+def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
+    """The plan as text: a block per table, a line per row, and the totals."""
+    lines = [f"compare --plan: run files in {run_dir} (nothing is run)"]
+    table = None
+    for row in rows:
+        if row["table"] != table:
+            table = row["table"]
+            lines += ["", f"{table}:", f"  {'done':>7}  {'to run':>6}  {'seconds left':>13}  {'part-way (seed: cycle)':<22}  row"]
+        partial = ", ".join(f"{s}: {c}/{row['cycles']}" for s, c in row["partial"].items()) or "-"
+        left = row["seconds_left"]
+        left_text = "-" if left == 0 else ("unknown" if left is None else f"~{left:,.0f}")
+        to_run = len(row["to_run"]) + len(row["stale"])
+        stale = f" (of which {len(row['stale'])} made by other code)" if row["stale"] else ""
+        lines.append(f"  {len(row['done']):>3}/{row['seeds']:<3}  {to_run:>6}  {left_text:>13}  {partial:<22}  {row['row']}{stale}")
+    done = sum(len(r["done"]) for r in rows)
+    total = sum(r["seeds"] for r in rows)
+    known = sum(r["seconds_left"] or 0.0 for r in rows)
+    unknown = sum(r["seconds_left"] is None for r in rows)
+    lines += ["", f"{done} of {total} runs done; about {known:,.0f} seconds of runs left in the rows with a finished run"
+              + (f", and {unknown} row(s) with none to measure ('unknown')" if unknown else "")
+              + "; seconds per cycle as those runs measured them, one worker each: divide by --workers for wall time"]
+    return "\n".join(lines)
+
+
+def plan_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps({"rows": rows}, default=str)
