@@ -18,6 +18,10 @@ choice at the edge of its list grows the list by one value beyond it, up to twic
 (`tune --extend-edges`). When a call
 compares several tables into one folder it ends with one compare over all of them, since
 compare rewrites the folder's results.md and summary.json from the tables it was given.
+
+`--status` runs nothing: per table, each method's tuning (its entry in the tuned file, or the
+search so far: settings finished on every tuning seed, the best of them, the runs part-way) and
+then `compare --plan` for its scoring, after restoring the committed archive as any call does.
 """
 
 from __future__ import annotations
@@ -142,6 +146,77 @@ class Archive:
         threading.Thread(target=loop, daemon=True).start()
 
 
+def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: Path, seeds: list[int]) -> str:
+    """One line on a method's tuning for a table: its entry in the tuned file, or how far the
+    search has got (from the archive's slim copies and the local tune runs)."""
+    import json
+
+    import xarray as xr
+
+    from interfaces import tuned
+    from interfaces.sweep import job_code_version
+
+    entry = tuned.find(tuned.read(tuned_file), name, method) if tuned_file.exists() else None
+    if entry:
+        chosen = ", ".join(f"{k} {v}" for k, v in entry["chosen"].items())
+        return (f"  {method}: tuned ({chosen}): {entry.get('score', float('nan')):.4g} on seeds "
+                f"{','.join(map(str, entry['seeds']))}, {len(entry.get('search', []))} settings searched")
+    keys = [g.partition("=")[0] for g in GRIDS[family][method][1]]
+    code = job_code_version({"model": family, "method": method})
+    scores: dict[tuple, dict[int, float]] = {}
+    running, stale = [], 0
+    where = [ROOT / out_root / "archive" / "tune" / f"{name}-{method}", ROOT / "runs" / "tune" / f"{name}-{method}" / "runs"]
+    for path in sorted(p for d in where if d.is_dir() for p in d.glob("*.nc")):
+        try:
+            with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+                attrs, cycles = dict(ds.attrs), int(ds.sizes.get("time", 0))
+        except Exception:  # noqa: BLE001 - an unreadable file is rerun by tune
+            continue
+        if attrs.get("code_version") and attrs["code_version"] != code:
+            stale += 1
+            continue
+        options = json.loads(attrs.get("method_options", "{}"))
+        setting = tuple((k, options.get(k)) for k in keys)
+        if attrs.get("status") == "complete":
+            scores.setdefault(setting, {})[int(attrs["seed"])] = json.loads(attrs["summary"])["analysis_rmse"]
+        else:
+            running.append(f"{', '.join(f'{k} {v}' for k, v in setting)} seed {attrs.get('seed')} at cycle {cycles}")
+    finished = {s: sum(v.values()) / len(v) for s, v in scores.items() if set(seeds) <= set(v)}
+    line = f"  {method}: not tuned yet; {len(finished)} setting(s) finished on seeds {','.join(map(str, seeds))}"
+    if finished:
+        best = min(finished, key=finished.get)
+        line += f", best so far {', '.join(f'{k} {v}' for k, v in best)}: {finished[best]:.4g}"
+    if running:
+        line += f"; part-way: {'; '.join(running)}"
+    if stale:
+        line += f"; {stale} run(s) made by other code (rerun when the search resumes)"
+    return line
+
+
+def status(args, out_root: str) -> int:
+    """Where every selected table stands: tuning per method, then compare --plan for scoring."""
+    from interfaces import archive as slim_archive
+
+    exe = str(Path(sys.executable).with_name("da-harness"))
+    for name, obs, imperfect, block, suite in tables(args.suite, args.table, args.obs):
+        family = block["model"]
+        seeds = [int(s) for s in block.get("tuning_seeds", suite.get("tuning_seeds", []))]
+        tuned_file = ROOT / suite.get("tuned", f"benchmarks/tuned/{args.suite}.toml")
+        print(f"{name}: tuning")
+        for method in block["methods"]:
+            if method not in UNTUNED and (not args.methods or method in args.methods.split(",")):
+                print(tune_status(name, method, family, out_root, tuned_file, seeds), flush=True)
+        out = f"{out_root}/{family}" if args.suite == "full" else out_root
+        if not args.no_archive:
+            slim_archive.restore(ROOT / out / "archive" / "compare", ROOT / out / "runs")
+        cmd = [*compare_command(exe, args, family, out, [name], set(args.methods.split(",")) if args.methods else None),
+               "--plan"]
+        code = subprocess.call(cmd, cwd=ROOT)
+        if code:
+            return code
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default="full", help="full (default) or regimes")
@@ -159,11 +234,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-archive", action="store_true",
                    help="neither restore nor write the slim copies under <results>/archive/")
     p.add_argument("--archive-every", type=float, default=300, help="seconds between archive syncs")
+    p.add_argument("--status", action="store_true",
+                   help="run nothing: each table's tuning so far and compare --plan for its scoring")
     args = p.parse_args(argv)
     only = set(args.methods.split(",")) if args.methods else None
     exe = str(Path(sys.executable).with_name("da-harness"))
     out_root = {"full": "benchmarks/results/full-protocol", "regimes": "benchmarks/results/regimes"}.get(
         args.suite, f"benchmarks/results/{args.suite}")
+    if args.status:
+        return status(args, out_root)
 
     def log(line):
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)

@@ -1,0 +1,79 @@
+"""`benchmarks/rerun_full.py --status`: a method's tuning so far, read from the archive's slim
+copies (and the local tune runs) or from its tuned entry, without running anything."""
+
+import importlib.util
+
+import pytest
+import xarray as xr
+
+from interfaces import archive, sweep
+from interfaces.registry import get_registry
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def rerun_full():
+    spec = importlib.util.spec_from_file_location("rerun_full", ROOT / "benchmarks" / "rerun_full.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def job(scale, seed):
+    return sweep.make_job(model="lorenz96", method="3dvar", obs="every:2", cycles=12, burn_in=3, seed=seed,
+                          method_options={"scale": scale, "b_source": "climatology"})
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A 3dvar search on lorenz96: scales 1 and 2 finished on seeds 100 and 101 (slim copies in
+    the archive), scale 4 part-way on seed 100 and finished by other code on seed 101."""
+    root, table = tmp_path_factory.mktemp("status"), "lorenz96-every2"
+    repo = root / "repo"  # the driver's ROOT: local tune runs go to runs/tune/<table>-<method>/runs
+    runs = repo / "runs" / "tune" / f"{table}-3dvar" / "runs"
+    jobs = [job(s, seed) for s in (1.0, 2.0, 4.0) for seed in (100, 101)]
+    records = sweep.run_jobs(jobs, runs, mode="serial", registry=get_registry(),
+                             cache_dir=str(tmp_path_factory.getbasetemp() / "da-cache"))
+    rmse = {(r["job"]["method_options"]["scale"], r["job"]["seed"]): r["summary"]["analysis_rmse"] for r in records}
+    with xr.open_dataset(sweep.run_path(runs, job(4.0, 100))) as ds:
+        full = ds.load()
+    partial = full.isel(time=slice(0, 5))
+    partial.attrs = {**full.attrs, "status": "partial", "completed_cycles": 5}
+    sweep.run_path(runs, job(4.0, 100)).unlink()
+    partial.to_netcdf(sweep.run_path(runs, job(4.0, 100)))
+    with xr.open_dataset(sweep.run_path(runs, job(4.0, 101))) as ds:
+        other = ds.load()
+    other.attrs["code_version"] = "0123456789abcdef"
+    sweep.run_path(runs, job(4.0, 101)).unlink()
+    other.to_netcdf(sweep.run_path(runs, job(4.0, 101)))
+    out_root = root / "results"
+    archive_dir = out_root / "archive" / "tune" / f"{table}-3dvar"
+    archive.sync(runs, archive_dir)  # the complete ones: scales 1 and 2, and the stale scale-4 file
+    for p in runs.glob("*.nc"):  # the part-way run stays in the local tune folder only
+        if p.name != sweep.run_path(runs, job(4.0, 100)).name:
+            p.unlink()
+    return {"repo": repo, "table": table, "out_root": out_root, "rmse": rmse}
+
+
+def test_status_reports_the_search_so_far(rerun_full, searched, monkeypatch):
+    local = searched["repo"]
+    monkeypatch.setattr(rerun_full, "ROOT", local)
+    line = rerun_full.tune_status(searched["table"], "3dvar", "lorenz96", str(searched["out_root"]),
+                                  local / "absent.toml", [100, 101])
+    rmse = searched["rmse"]
+    means = {s: (rmse[(s, 100)] + rmse[(s, 101)]) / 2 for s in (1.0, 2.0)}
+    best = min(means, key=means.get)
+    assert "not tuned yet; 2 setting(s) finished on seeds 100,101" in line
+    assert f"best so far scale {best}: {means[best]:.4g}" in line
+    assert "part-way: scale 4.0 seed 100 at cycle 5" in line
+    assert "1 run(s) made by other code" in line
+
+
+def test_status_quotes_a_tuned_entry(rerun_full, tmp_path):
+    tuned_file = tmp_path / "tuned.toml"
+    tuned_file.write_text(
+        '[[entry]]\ntable = "lorenz96-every2"\nmethod = "3dvar"\nseeds = [100, 101]\nscore = 1.25\n'
+        '[entry.chosen]\nscale = 2.0\n[[entry.search]]\nscore = 1.25\n[[entry.search]]\nscore = 1.5\n')
+    line = rerun_full.tune_status("lorenz96-every2", "3dvar", "lorenz96", str(tmp_path), tuned_file, [100, 101])
+    assert line.strip() == "3dvar: tuned (scale 2.0): 1.25 on seeds 100,101, 2 settings searched"
