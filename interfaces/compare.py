@@ -34,7 +34,7 @@ METRICS = ("analysis_rmse", "analysis_rmse_*", "background_rmse", "background_rm
 # --- command line ---------------------------------------------------------------------------
 def add_compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="compare methods on the same truth and observations")
-    p.add_argument("--suite", default=None, help="a suite in benchmarks/suites (quick, full) or a .toml/.json file")
+    p.add_argument("--suite", default=None, help="a suite in benchmarks/suites (quick, full, regimes) or a .toml/.json file")
     p.add_argument("--model", default=None, help="testbed (default lorenz96; with --suite: only this model)")
     p.add_argument("--methods", default=None, help="comma-separated methods (with --suite: only these)")
     p.add_argument("--tables", default=None, metavar="PREFIX,...",
