@@ -151,10 +151,8 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     search has got (from the archive's slim copies and the local tune runs)."""
     import json
 
-    import xarray as xr
-
     from interfaces import tuned
-    from interfaces.sweep import job_code_version
+    from interfaces.sweep import attrs_state, job_code_version, read_attrs
 
     entry = tuned.find(tuned.read(tuned_file), name, method) if tuned_file.exists() else None
     if entry:
@@ -166,21 +164,23 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     scores: dict[tuple, dict[int, float]] = {}
     running, stale = [], 0
     where = [ROOT / out_root / "archive" / "tune" / f"{name}-{method}", ROOT / "runs" / "tune" / f"{name}-{method}" / "runs"]
-    for path in sorted(p for d in where if d.is_dir() for p in d.glob("*.nc")):
-        try:
-            with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
-                attrs, cycles = dict(ds.attrs), int(ds.sizes.get("time", 0))
-        except Exception:  # noqa: BLE001 - an unreadable file is rerun by tune
+    # A finished run is in both folders (its slim copy and the run file): each name counts once.
+    files = {p.name: p for d in where if d.is_dir() for p in d.glob("*.nc")}
+    for _, path in sorted(files.items()):
+        attrs = read_attrs(path)
+        if attrs is None:  # unreadable: tune reruns it
             continue
-        if attrs.get("code_version") and attrs["code_version"] != code:
+        status, summary, _ = attrs_state(attrs, code)
+        if status == "stale":
             stale += 1
             continue
         options = json.loads(attrs.get("method_options", "{}"))
         setting = tuple((k, options.get(k)) for k in keys)
-        if attrs.get("status") == "complete":
-            scores.setdefault(setting, {})[int(attrs["seed"])] = json.loads(attrs["summary"])["analysis_rmse"]
+        if status == "complete":
+            scores.setdefault(setting, {})[int(attrs["seed"])] = summary["analysis_rmse"]
         else:
-            running.append(f"{', '.join(f'{k} {v}' for k, v in setting)} seed {attrs.get('seed')} at cycle {cycles}")
+            running.append(f"{', '.join(f'{k} {v}' for k, v in setting)} seed {attrs.get('seed')} "
+                           f"at cycle {attrs.get('completed_cycles', 0)}")
     finished = {s: sum(v.values()) / len(v) for s, v in scores.items() if set(seeds) <= set(v)}
     line = f"  {method}: not tuned yet; {len(finished)} setting(s) finished on seeds {','.join(map(str, seeds))}"
     if finished:
@@ -193,7 +193,7 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     return line
 
 
-def status(args, out_root: str) -> int:
+def status(args, out_root: str, only: set[str] | None) -> int:
     """Where every selected table stands: tuning per method, then compare --plan for scoring."""
     from interfaces import archive as slim_archive
 
@@ -204,13 +204,12 @@ def status(args, out_root: str) -> int:
         tuned_file = ROOT / suite.get("tuned", f"benchmarks/tuned/{args.suite}.toml")
         print(f"{name}: tuning")
         for method in block["methods"]:
-            if method not in UNTUNED and (not args.methods or method in args.methods.split(",")):
+            if method not in UNTUNED and (not only or method in only):
                 print(tune_status(name, method, family, out_root, tuned_file, seeds), flush=True)
         out = f"{out_root}/{family}" if args.suite == "full" else out_root
         if not args.no_archive:
             slim_archive.restore(ROOT / out / "archive" / "compare", ROOT / out / "runs")
-        cmd = [*compare_command(exe, args, family, out, [name], set(args.methods.split(",")) if args.methods else None),
-               "--plan"]
+        cmd = [*compare_command(exe, args, family, out, [name], only), "--plan"]
         code = subprocess.call(cmd, cwd=ROOT)
         if code:
             return code
@@ -242,7 +241,7 @@ def main(argv=None) -> int:
     out_root = {"full": "benchmarks/results/full-protocol", "regimes": "benchmarks/results/regimes"}.get(
         args.suite, f"benchmarks/results/{args.suite}")
     if args.status:
-        return status(args, out_root)
+        return status(args, out_root, only)
 
     def log(line):
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)

@@ -79,14 +79,11 @@ def cmd_compare(args, registry) -> int:
     else:  # a suite's pairs, less those that a --methods filter left without both methods
         pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None) if set(p) <= compared]
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
-    if getattr(args, "plan", False):
+    if args.plan:
         from .plan import format_plan, plan_json, plan_rows
 
         records = [{"job": j} for j in jobs]
-        tables: dict[tuple, list[dict]] = {}
-        for r in records:
-            tables.setdefault(group_key(r["job"]), []).append(r)
-        for recs in tables.values():  # rows labelled as the tables will label them
+        for recs in by_table(records).values():  # rows labelled as the tables will label them
             label_rows(recs)
         rows = plan_rows(records, out / "runs", registry)
         print(plan_json(rows) if args.json else format_plan(rows, out / "runs"))
@@ -496,17 +493,22 @@ def metric_columns(summaries: list[dict]) -> list[str]:
     return cols
 
 
+def by_table(records: list[dict]) -> dict[tuple, list[dict]]:
+    """Records grouped by table (model, model options, obs, imperfect-model settings), in order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(group_key(r["job"]), []).append(r)
+    return groups
+
+
 def aggregate(records: list[dict], pairs=(), protocol: dict | None = None) -> list[dict]:
     """One table per (model, model options, obs): per method, mean and 95 % interval over seeds,
     whether its scored windows are stationary and the autocorrelation-aware interval of the time
     means (from each record's ``series`` of per-cycle analysis RMSE, when present); and, for each
     requested (a, b) pair present in the table, the paired difference a - b, Holm-adjusted over
     the table's pairs. ``protocol`` (from build_jobs) adds the seeds and tuned options."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault(group_key(r["job"]), []).append(r)
     tables = []
-    for key, recs in groups.items():
+    for recs in by_table(records).values():
         job = recs[0]["job"]
         label_rows(recs)
         for r in recs:  # run files written before the cost record: the harness forecasts every member

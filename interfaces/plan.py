@@ -11,22 +11,10 @@ no such estimate, and the total says so rather than guessing.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from .grouping import group_name
-from .sweep import file_state, job_code_version, run_path
-
-
-def cycles_done(path: Path) -> int:
-    """Cycles a partial run file holds (its time axis grows as it is written); 0 if unreadable."""
-    import xarray as xr
-
-    try:
-        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
-            return int(ds.sizes.get("time", 0))
-    except Exception:  # noqa: BLE001 - an unreadable file is simply redone
-        return 0
+from .sweep import attrs_state, job_code_version, read_attrs, run_path
 
 
 def plan_rows(records: list[dict], run_dir, registry=None) -> list[dict[str, Any]]:
@@ -42,8 +30,9 @@ def plan_rows(records: list[dict], run_dir, registry=None) -> list[dict[str, Any
                                     "to_run": [], "stale": [], "seconds_per_cycle": [], "cycles": job["cycles"],
                                     "cycles_owed": 0})
         row["seeds"] += 1
-        path = run_path(run_dir, job)
-        status, summary, _ = file_state(path, job_code_version(job, registry))
+        # One read of the file's attributes: its state, and for a partial run its cycles written.
+        attrs = read_attrs(run_path(run_dir, job))
+        status, summary, _ = attrs_state(attrs, job_code_version(job, registry)) if attrs else ("missing", None, "")
         seed = job["seed"]
         if status == "complete":
             row["done"].append(seed)
@@ -51,7 +40,7 @@ def plan_rows(records: list[dict], run_dir, registry=None) -> list[dict[str, Any
                 row["seconds_per_cycle"].append(float(summary["seconds_per_cycle"]))
             continue
         if status == "partial":
-            done = cycles_done(path)
+            done = int(attrs.get("completed_cycles", 0))
             row["partial"][seed] = done
             row["cycles_owed"] += max(int(job["cycles"]) - done, 0)
             continue

@@ -61,24 +61,39 @@ def job_code_version(job: dict[str, Any], registry=None) -> str | None:
     return run_code_version(model, method)
 
 
-def file_state(path: Path, code: str | None = None) -> tuple[str, dict | None, str]:
-    """(status, summary or None, the file's code version or ''): status 'complete', 'partial',
-    'missing', 'corrupt', or 'stale' when the file records a code version other than ``code``."""
-    if not path.exists():
-        return "missing", None, ""
+def read_attrs(path: Path) -> dict[str, Any] | None:
+    """A run file's attributes; None when it is missing or cannot be read."""
+    if not Path(path).exists():
+        return None
     import xarray as xr
 
     try:
         with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
-            attrs = dict(ds.attrs)
+            return dict(ds.attrs)
     except Exception:  # noqa: BLE001 - an unreadable file is simply redone
-        return "corrupt", None, ""
+        return None
+
+
+def attrs_state(attrs: dict[str, Any], code: str | None = None) -> tuple[str, dict | None, str]:
+    """What a run file's attributes say of it, as ``file_state`` reports it (never 'missing' or
+    'corrupt': those are about the file, not its attributes)."""
     made_by = str(attrs.get("code_version", ""))
     if code is not None and made_by and made_by != code:
         return "stale", None, made_by
     if attrs.get("status") == "complete" and "summary" in attrs:
         return "complete", json.loads(attrs["summary"]), made_by
     return "partial", None, made_by
+
+
+def file_state(path: Path, code: str | None = None) -> tuple[str, dict | None, str]:
+    """(status, summary or None, the file's code version or ''): status 'complete', 'partial',
+    'missing', 'corrupt', or 'stale' when the file records a code version other than ``code``."""
+    if not Path(path).exists():
+        return "missing", None, ""
+    attrs = read_attrs(path)
+    if attrs is None:
+        return "corrupt", None, ""
+    return attrs_state(attrs, code)
 
 
 def read_status(path: Path, code: str | None = None) -> tuple[str, dict | None]:
