@@ -3,7 +3,10 @@
 Each setting of the named options (a grid, or coordinate descent over the same value lists) is
 run on every tuning seed through the sweep machinery (run files named by job hash, so a rerun
 reads finished settings), scored by the mean over seeds of the steady-state analysis RMSE (the
-cycles after burn-in), and the lowest finite score wins. The chosen values and the whole search
+cycles after burn-in), and the lowest finite score wins. With ``--tolerance``, a cheaper setting
+(smaller product of the cost options: reverse steps, samples, members, iterations) wins instead
+when its score is within that relative margin of the lowest: the by-hand tuner's "no more steps
+than the accuracy needs", applied to every method alike. The chosen values and the whole search
 go to a tuned-options file (interfaces/tuned.py) that suite blocks apply with ``tuned = "..."``.
 """
 
@@ -27,6 +30,10 @@ from .registry import get_registry, instantiate_method
 from .statistics import t_interval
 
 
+# Options a run's cost grows with, in proportion: what --tolerance trades accuracy against.
+COST_OPTIONS = ("steps", "samples", "members", "iterations")
+
+
 def add_tune_parser(sub) -> None:
     p = sub.add_parser("tune", help="choose a method's options on held-out tuning seeds")
     p.add_argument("--method", required=True, help="the method to tune")
@@ -42,6 +49,11 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--extend-edges", type=int, default=0, metavar="K",
                    help="with --descent: when a numeric option's choice is the smallest or largest value of its "
                         "list, add one value beyond it and descend again, at most K times (default 0: never)")
+    p.add_argument("--tolerance", type=float, default=0.0, metavar="REL",
+                   help="choose the cheapest setting (smallest product of the --cost-options' values) whose score "
+                        "is within REL of the lowest, relative (0.01 = 1 %%); default 0: the lowest score")
+    p.add_argument("--cost-options", default=",".join(COST_OPTIONS), metavar="K1,K2,...",
+                   help=f"options whose value a run's cost grows with (default {','.join(COST_OPTIONS)})")
     p.add_argument("--cycles", type=int, default=100, help="cycles per run, burn-in included (default 100)")
     p.add_argument("--burn-in", type=int, default=None, help="cycles left out of the score")
     p.add_argument("--members", type=int, default=None, help="ensemble size")
@@ -105,6 +117,8 @@ def cmd_tune(args, registry) -> int:
                              f"({', '.join(sorted({w for s in both for w in scored[s]}))}); tune on held-out seeds")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be a positive integer, got {args.rounds}")
+    if not (0 <= args.tolerance < 1):
+        raise UsageError(f"--tolerance must be a relative margin in [0, 1), got {args.tolerance}")
     if args.extend_edges < 0 or (args.extend_edges and not args.descent):
         raise UsageError(f"--extend-edges must be a non-negative integer and needs --descent, got {args.extend_edges}")
     search = Search(args, registry, grid, seeds)
@@ -147,6 +161,10 @@ def command_line(args) -> str:
         parts += ["--descent", "--rounds", str(args.rounds)]
     if args.extend_edges:
         parts += ["--extend-edges", str(args.extend_edges)]
+    if args.tolerance:
+        parts += ["--tolerance", f"{args.tolerance:g}"]
+        if args.cost_options != ",".join(COST_OPTIONS):
+            parts += ["--cost-options", args.cost_options]
     return shlex.join(parts)
 
 
@@ -168,6 +186,26 @@ class Search:
         self.run_dir = Path(args.runs or f"runs/tune/{self.table}-{args.method}") / "runs"
         self.scores: dict[tuple, dict[str, Any]] = {}  # setting -> its search record, in the order tried
         self.extended: dict[str, list[str]] = {}  # option -> values added beyond its list's edge
+        names = getattr(args, "cost_options", ",".join(COST_OPTIONS))
+        self.cost_keys = [k for k in (n.strip() for n in names.split(",")) if k in grid]
+        self.tolerance = float(getattr(args, "tolerance", 0.0) or 0.0)
+        for k in self.cost_keys:
+            try:
+                [float(v) for v in grid[k]]
+            except ValueError:
+                raise UsageError(f"cost option '{k}' needs numeric --grid values, got {','.join(grid[k])}") from None
+
+    def cost(self, setting: tuple[str, ...]) -> float:
+        """The cost proxy of a setting: the product of its cost options' values (1 without any)."""
+        keys = list(self.grid)
+        return math.prod(abs(float(setting[keys.index(k)])) for k in self.cost_keys)
+
+    def pick(self, settings: list[tuple[str, ...]]) -> tuple[str, ...]:
+        """The lowest-scoring of ``settings`` (all with finite scores); with a tolerance, the
+        cheapest whose score is within it of the lowest, ties going to the lower score."""
+        lowest = min(self.scores[s]["score"] for s in settings)
+        near = [s for s in settings if self.scores[s]["score"] <= lowest * (1 + self.tolerance)]
+        return min(near, key=lambda s: (self.cost(s), self.scores[s]["score"]))
 
     def jobs(self, setting: tuple[str, ...]) -> list[dict]:
         """The sweep jobs of one setting (one per tuning seed), built as compare builds them."""
@@ -236,7 +274,8 @@ class Search:
             errors = {r["error"] for r in self.scores.values() if r["error"]}
             raise UsageError(f"tune: no setting of {', '.join(self.grid)} gave a finite score"
                              + (f" (first error: {sorted(errors)[0]})" if errors else ""))
-        best = min(finite, key=lambda s: finite[s]["score"])
+        lowest = min(finite, key=lambda s: finite[s]["score"])
+        best = self.pick(list(finite))
         job = self.jobs(best)[0]
         return {"table": self.table, "method": a.method, "model": job["model"], "model_options": job["model_options"],
                 "obs": job["obs"], "obs_std": job.get("obs_std"), "members": self.members, "seeds": self.seeds,
@@ -246,6 +285,10 @@ class Search:
                 "strategy": "descent" if a.descent else "grid",
                 "chosen": self.scores[best]["options"], "score": self.scores[best]["score"],
                 "score_ci95": self.scores[best]["score_ci95"],
+                # What --tolerance traded: the lowest score found, where it differs from the choice.
+                "tolerance": a.tolerance or None, "cost_options": self.cost_keys or None,
+                "lowest": None if best == lowest else {"options": self.scores[lowest]["options"],
+                                                        "score": self.scores[lowest]["score"]},
                 "fixed": {k: v for k, v in job["method_options"].items() if k in self.fixed},
                 "extended": {k: [float(x) for x in v] for k, v in self.extended.items()} or None,
                 "search": list(self.scores.values())}
@@ -270,7 +313,7 @@ class Search:
                 self.evaluate(trials, bar)
                 finite = [t for t in trials if math.isfinite(self.scores[t]["score"])]
                 if finite:
-                    current = min(finite, key=lambda t: self.scores[t]["score"])
+                    current = self.pick(finite)
             if current == start:
                 break
         return current
@@ -328,6 +371,11 @@ def search_table(entry: dict) -> str:
             f" ± {s['score_ci95']:.2g}" if math.isfinite(s["score_ci95"]) else "")
         time_ci = f"± {s['time_ci95']:.2g}" if s["time_ci95"] is not None and math.isfinite(s["time_ci95"]) else "–"
         stationary = {True: "yes", False: "**no**", None: "–"}[s["stationary"]]
+        lowest = entry.get("lowest") and s["options"] == entry["lowest"]["options"]
         lines.append("| " + " | ".join([*(str(s["options"][k]) for k in keys), score, time_ci, stationary,
-                                        "chosen" if chosen else ""]) + " |")
+                                        "chosen" if chosen else "lowest" if lowest else ""]) + " |")
+    if entry.get("lowest"):
+        margin = entry["score"] / entry["lowest"]["score"] - 1
+        lines += ["", f"Chosen: the cheapest setting (product of {', '.join(entry['cost_options'])}) within "
+                      f"{entry['tolerance']:.0%} of the lowest score; it is {margin:.1%} above it."]
     return "\n".join(lines)

@@ -173,3 +173,68 @@ def test_extend_edges_skips_a_value_the_method_refuses(tmp_path):
     assert search._extend_edges(("0.8", "1.05")) is True  # inflation 1.05 grows to 1.1025
     assert search.grid == {"rtps": ["0.6", "0.8"], "inflation": ["1.0", "1.05", "1.1025"]}
     assert search.extended == {"inflation": ["1.1025"]}
+
+
+def _search_with_scores(tmp_path, scores: dict, tolerance: float, cost_options: str = "max_iter,nmc_samples"):
+    from interfaces.tune import Search
+
+    args = Namespace(method="3dvar", model="lorenz96", obs="every:2", obs_std=None, cycles=10, burn_in=2,
+                     members=None, options=["b_source=climatology"], truth_options=[], model_error=None,
+                     runs=str(tmp_path), extend_edges=0, tolerance=tolerance, cost_options=cost_options)
+    # 3D-Var's max_iter and nmc_samples stand in for reverse steps and posterior samples.
+    grid = {"scale": ["0.5", "1"], "max_iter": ["10", "20", "40", "80"], "nmc_samples": ["4", "8"]}
+    search = Search(args, get_registry(), grid, [100])
+    search.scores = {s: {"score": v} for s, v in scores.items()}
+    return search
+
+
+def test_tolerance_prefers_the_cheapest_setting_within_the_margin(tmp_path):
+    """80 steps at 0.1797 against 40 at 0.1814 (0.9 % apart, the imperfect-physics LO-SDA
+    search): with a 1 % tolerance the cheaper 40 steps wins, with none the lowest score."""
+    scores = {("1", "40", "8"): 0.1814, ("1", "80", "8"): 0.1797, ("1", "20", "8"): 0.1915,
+              ("1", "40", "4"): 0.1900, ("0.5", "40", "8"): 0.1800}
+    assert _search_with_scores(tmp_path, scores, 0.0).pick(list(scores)) == ("1", "80", "8")
+    assert _search_with_scores(tmp_path, scores, 0.01).pick(list(scores)) == ("0.5", "40", "8")  # cost tie: lower score
+    assert _search_with_scores(tmp_path, scores, 0.06).pick(list(scores)) == ("1", "40", "4")  # 160 < 320 < ...
+    # No cost option in the grid: the tolerance changes nothing.
+    assert _search_with_scores(tmp_path, scores, 0.5, cost_options="steps").pick(list(scores)) == ("1", "80", "8")
+
+
+def test_tolerance_refuses_a_non_numeric_cost_option_and_a_bad_margin(tmp_path, cli):
+    from interfaces.errors import UsageError
+    from interfaces.tune import Search
+
+    args = Namespace(method="3dvar", model="lorenz96", obs="every:2", obs_std=None, cycles=10, burn_in=2,
+                     members=None, options=["b_source=climatology"], truth_options=[], model_error=None,
+                     runs=str(tmp_path), extend_edges=0, tolerance=0.01, cost_options="adaptive")
+    with pytest.raises(UsageError, match="cost option 'adaptive' needs numeric"):
+        Search(args, get_registry(), {"adaptive": ["false", "true"]}, [100])
+    code, _, err = cli(*TUNE, "--grid", "scale=0.05,0.5", "--seeds", "100", "--tolerance", "1.5",
+                       "--out", str(tmp_path / "t.toml"))
+    assert code != 0 and "--tolerance must be a relative margin" in err
+
+
+def test_tolerance_end_to_end_records_what_it_traded(tmp_path, cli):
+    """One CG iteration against thirty (3D-Var's max_iter standing in for reverse steps): without
+    a tolerance the converged 30 wins; with a margin just wide enough, the one-iteration setting
+    is chosen from the same run files and the record keeps the lowest score it gave up."""
+    common = [*TUNE, "--grid", "max_iter=1,30", "--seeds", "100,101", "--runs", str(tmp_path / "runs")]
+    code, text, err = cli(*common, "--out", str(tmp_path / "plain.toml"), "--json")
+    assert code == 0, err
+    plain = json.loads(text)
+    scores = {s["options"]["max_iter"]: s["score"] for s in plain["search"]}
+    assert scores[30] < scores[1] and plain["chosen"] == {"max_iter": 30}  # unconverged CG is worse
+    margin = (scores[1] / scores[30] - 1) * 1.01
+    out = tmp_path / "tolerant.toml"
+    code, text, err = cli(*common, "--out", str(out), "--tolerance", f"{margin:.6g}", "--cost-options", "max_iter")
+    assert code == 0, err
+    (entry,) = tuned.read(out)
+    assert entry["chosen"] == {"max_iter": 1} and entry["score"] == pytest.approx(scores[1])
+    assert entry["lowest"] == {"options": {"max_iter": 30}, "score": pytest.approx(scores[30])}
+    assert entry["tolerance"] == pytest.approx(margin, rel=1e-5) and entry["cost_options"] == ["max_iter"]
+    assert f"--tolerance {margin:.6g} --cost-options max_iter" in entry["command"]
+    assert "Chosen: the cheapest setting (product of max_iter)" in text and "| lowest |" in text
+    # A margin just too narrow keeps the lowest score.
+    code, text, err = cli(*common, "--out", str(out), "--tolerance", f"{margin / 1.02:.6g}",
+                          "--cost-options", "max_iter", "--json")
+    assert code == 0 and json.loads(text)["chosen"] == {"max_iter": 30} and json.loads(text)["lowest"] is None
