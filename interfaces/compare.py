@@ -85,7 +85,8 @@ def cmd_compare(args, registry) -> int:
         records = [{"job": j} for j in jobs]
         for recs in by_table(records).values():  # rows labelled as the tables will label them
             label_rows(recs)
-        rows = plan_rows(records, out / "runs", registry)
+        tuning_cost = {h: c for info in protocol.values() for h, c in info.get("tuning_cost", {}).items()}
+        rows = plan_rows(records, out / "runs", registry, tuning_cost)
         print(plan_json(rows) if args.json else format_plan(rows, out / "runs"))
         return 0
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
@@ -341,6 +342,9 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                     info["tuning_seeds"].update(tuned.find(entries, table, m)["seeds"])
                     if variant is None:
                         info["tuned"][m] = applied
+                # What the chosen setting cost per cycle in its tuning runs: compare --plan's
+                # estimate for a row none of whose scoring runs has finished yet.
+                tuning_cost = tuned.seconds_per_cycle(tuned.find(entries, table, m)) if applied and variant is None else None
                 for seed in b["scoring_seeds"]:
                     jobs.append(make_job(
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
@@ -352,6 +356,8 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                         method_options=effective_options(registry, m, model, {
                             **b.get("method_options", {}).get(m, {}), **applied, **own, **method_cli[m]})))
                     info.setdefault("tuned_jobs", {})[sweep_hash(jobs[-1])] = applied or None
+                    if tuning_cost is not None:
+                        info.setdefault("tuning_cost", {})[sweep_hash(jobs[-1])] = tuning_cost
                     if variant is None:  # the method's own row, which plain pairs compare
                         info.setdefault("base_jobs", set()).add(sweep_hash(jobs[-1]))
     if not jobs and getattr(args, "tables", None):

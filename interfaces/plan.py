@@ -4,8 +4,9 @@ A suite on the sphere takes CPU-hours and is finished over several sittings (com
 jobs whose run file is complete and made by the current code). Before starting or resuming one,
 a user wants to know, per table and row, how many seeds are done, which run is part-way (and at
 which cycle) and which are still to run, and roughly what is left to spend: the seconds per
-cycle of a row's finished runs times the cycles it still owes. A row with no finished run has
-no such estimate, and the total says so rather than guessing.
+cycle of a row's finished runs times the cycles it still owes. A row with no finished run is
+estimated from its tuning runs (the chosen setting's seconds per cycle, from the tuned file),
+marked as such; a row with neither has no estimate, and the total says so rather than guessing.
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ from .grouping import group_name
 from .sweep import attrs_state, job_code_version, read_attrs, run_path
 
 
-def plan_rows(records: list[dict], run_dir, registry=None) -> list[dict[str, Any]]:
+def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One entry per (table, row) of ``records`` ({"job", "row"} each, rows labelled as the
     tables will label them), in the order the jobs come: seeds done, partial runs with their
     cycle, seeds to run (missing, or made by other code: 'stale'), and an estimate of the
-    seconds still to spend (None when no run of the row has finished)."""
+    seconds still to spend: from the row's finished runs, else from ``tuning_cost`` ({job hash:
+    seconds per cycle of its tuning runs}; ``estimated_from`` says which), else None."""
+    from .sweep import job_hash
+
+    tuning_cost = tuning_cost or {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         job = r["job"]
         key = (group_name(job), r["row"])
         row = rows.setdefault(key, {"table": key[0], "row": key[1], "seeds": 0, "done": [], "partial": {},
                                     "to_run": [], "stale": [], "seconds_per_cycle": [], "cycles": job["cycles"],
-                                    "cycles_owed": 0})
+                                    "cycles_owed": 0, "tuning_cost": tuning_cost.get(job_hash(job))})
         row["seeds"] += 1
         # One read of the file's attributes: its state, and for a partial run its cycles written.
         attrs = read_attrs(run_path(run_dir, job))
@@ -50,6 +55,9 @@ def plan_rows(records: list[dict], run_dir, registry=None) -> list[dict[str, Any
     for row in rows.values():
         per_cycle = row.pop("seconds_per_cycle")
         mean = sum(per_cycle) / len(per_cycle) if per_cycle else None
+        tuning = row.pop("tuning_cost")
+        row["estimated_from"] = "scoring runs" if mean is not None else ("tuning runs" if tuning else None)
+        mean = mean if mean is not None else tuning
         row["seconds_per_cycle"] = mean
         row["seconds_left"] = (0.0 if row["cycles_owed"] == 0 else
                                (mean * row["cycles_owed"] if mean is not None else None))
@@ -67,7 +75,8 @@ def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
             lines += ["", f"{table}:", f"  {'done':>7}  {'to run':>6}  {'seconds left':>13}  {'part-way (seed: cycle)':<22}  row"]
         partial = ", ".join(f"{s}: {c}/{row['cycles']}" for s, c in row["partial"].items()) or "-"
         left = row["seconds_left"]
-        left_text = "-" if left == 0 else ("unknown" if left is None else f"~{left:,.0f}")
+        left_text = "-" if left == 0 else ("unknown" if left is None else f"~{left:,.0f}"
+                                            + ("*" if row["estimated_from"] == "tuning runs" else " "))
         to_run = len(row["to_run"]) + len(row["stale"])
         stale = f" (of which {len(row['stale'])} made by other code)" if row["stale"] else ""
         lines.append(f"  {len(row['done']):>3}/{row['seeds']:<3}  {to_run:>6}  {left_text:>13}  {partial:<22}  {row['row']}{stale}")
@@ -75,9 +84,10 @@ def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
     total = sum(r["seeds"] for r in rows)
     known = sum(r["seconds_left"] or 0.0 for r in rows)
     unknown = sum(r["seconds_left"] is None for r in rows)
-    lines += ["", f"{done} of {total} runs done; about {known:,.0f} seconds of runs left in the rows with a finished run"
-              + (f", and {unknown} row(s) with none to measure ('unknown')" if unknown else "")
-              + "; seconds per cycle as those runs measured them, one worker each: divide by --workers for wall time"]
+    lines += ["", f"{done} of {total} runs done; about {known:,.0f} seconds of runs left in the rows with an estimate"
+              + (f", and {unknown} row(s) with none ('unknown')" if unknown else "")
+              + "; seconds per cycle as the row's finished runs measured them (* as its tuning runs did, "
+                "none having finished), one worker each: divide by --workers for wall time"]
     return "\n".join(lines)
 
 

@@ -62,6 +62,17 @@ def find(entries: list[dict], table: str, method: str) -> dict | None:
     return None
 
 
+def seconds_per_cycle(entry: dict | None) -> float | None:
+    """The chosen setting's cycling seconds per cycle in its tuning runs (one worker each), or
+    None when the entry or its search does not record them."""
+    if not entry:
+        return None
+    for s in entry.get("search", []):
+        if s.get("options") == entry["chosen"] and s.get("run_seconds") and s.get("seeds") and entry.get("cycles"):
+            return float(s["run_seconds"]) / (int(s["seeds"]) * int(entry["cycles"]))
+    return None
+
+
 def upsert(path, entry: dict[str, Any]) -> None:
     """Write ``entry`` into the file, replacing the one for the same table and method."""
     path = Path(path)

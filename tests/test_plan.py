@@ -69,5 +69,5 @@ def test_the_text_plan_names_each_row_and_says_what_it_cannot_estimate(half_done
     assert "4 of 10 runs done" in out
     # An empty folder: every row still to run, with nothing measured to estimate from.
     code, out, _ = cli("compare", *ARGS, "--seeds", "0,1", "--out", str(tmp_path / "empty"), "--plan")
-    assert code == 0 and "0 of 4 runs done" in out and "2 row(s) with none to measure" in out
+    assert code == 0 and "0 of 4 runs done" in out and "2 row(s) with none ('unknown')" in out
     assert not (tmp_path / "empty").exists()  # the plan creates nothing

@@ -112,6 +112,23 @@ def test_compare_applies_the_tuned_options_and_reports_them(tmp_path, tuned_file
     assert all(isinstance(r["stationary"], bool) for r in rows.values())
 
 
+def test_the_plan_estimates_an_unstarted_tuned_row_from_its_tuning_runs(tmp_path, tuned_file, cli):
+    """Before any scoring run finishes, compare --plan prices the tuned row at its chosen
+    setting's seconds per cycle in the tuning runs; the untuned row stays 'unknown'."""
+    (entry,) = tuned.read(tuned_file)
+    (chosen,) = [s for s in entry["search"] if s["options"] == entry["chosen"]]
+    per_cycle = chosen["run_seconds"] / (chosen["seeds"] * entry["cycles"])
+    assert tuned.seconds_per_cycle(entry) == pytest.approx(per_cycle) and per_cycle > 0
+    code, out, err = cli("compare", "--suite", _suite(tmp_path, tuned_file), "--out", tmp_path / "cmp", "--plan", "--json")
+    assert code == 0, err
+    rows = {r["row"]: r for r in json.loads(out)["rows"]}
+    assert rows["3dvar"]["estimated_from"] == "tuning runs"
+    assert rows["3dvar"]["seconds_left"] == pytest.approx(per_cycle * 24 * 2)  # 24 cycles x scoring seeds 0, 1
+    assert rows["free"]["estimated_from"] is None and rows["free"]["seconds_left"] is None
+    code, out, _ = cli("compare", "--suite", _suite(tmp_path, tuned_file), "--out", tmp_path / "cmp", "--plan")
+    assert code == 0 and f"~{per_cycle * 48:,.0f}*" in out and "1 row(s) with none ('unknown')" in out
+
+
 def test_compare_refuses_to_score_the_seeds_the_applied_options_were_tuned_on(tmp_path, tuned_file, cli):
     code, _, err = cli("compare", "--suite", _suite(tmp_path, tuned_file, scoring="[0, 101]", tuning="[100]"),
                        "--serial", "--no-plots", "--out", tmp_path / "cmp")
