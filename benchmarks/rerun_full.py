@@ -161,8 +161,13 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     entry = tuned.find(tuned.read(tuned_file), name, method) if tuned_file.exists() else None
     if entry:
         chosen = ", ".join(f"{k} {v}" for k, v in entry["chosen"].items())
-        return (f"  {method}: tuned ({chosen}): {entry.get('score', float('nan')):.4g} on seeds "
+        line = (f"  {method}: tuned ({chosen}): {entry.get('score', float('nan')):.4g} on seeds "
                 f"{','.join(map(str, entry['seeds']))}, {len(entry.get('search', []))} settings searched")
+        if entry.get("lowest"):  # the tolerance chose a cheaper setting: say what it gave up
+            lowest = ", ".join(f"{k} {v}" for k, v in entry["lowest"]["options"].items())
+            line += (f"; the lowest, {lowest}, {entry['lowest']['score']:.4g}, is within its "
+                     f"{entry['tolerance']:.0%} tolerance")
+        return line
     keys = [g.partition("=")[0] for g in GRIDS[family][method][1]]
     code = job_code_version({"model": family, "method": method})
     scores: dict[tuple, dict[int, float]] = {}

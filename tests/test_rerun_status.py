@@ -77,3 +77,14 @@ def test_status_quotes_a_tuned_entry(rerun_full, tmp_path):
         '[entry.chosen]\nscale = 2.0\n[[entry.search]]\nscore = 1.25\n[[entry.search]]\nscore = 1.5\n')
     line = rerun_full.tune_status("lorenz96-every2", "3dvar", "lorenz96", str(tmp_path), tuned_file, [100, 101])
     assert line.strip() == "3dvar: tuned (scale 2.0): 1.25 on seeds 100,101, 2 settings searched"
+
+
+def test_status_says_what_a_tolerance_gave_up(rerun_full, tmp_path):
+    tuned_file = tmp_path / "tuned.toml"
+    tuned_file.write_text(
+        '[[entry]]\ntable = "t"\nmethod = "dps"\nseeds = [100, 101]\nscore = 0.1987\ntolerance = 0.01\n'
+        'chosen = { zeta = 1.0, steps = 40 }\nlowest = { options = { zeta = 1.0, steps = 80 }, score = 0.1981 }\n'
+        '[[entry.search]]\nscore = 0.1987\n[[entry.search]]\nscore = 0.1981\n')
+    line = rerun_full.tune_status("t", "dps", "sw", str(tmp_path), tuned_file, [100, 101])
+    assert line.strip() == ("dps: tuned (zeta 1.0, steps 40): 0.1987 on seeds 100,101, 2 settings searched; "
+                            "the lowest, zeta 1.0, steps 80, 0.1981, is within its 1% tolerance")
