@@ -18,8 +18,9 @@ choice at the edge of its list grows the list by one value beyond it, up to twic
 (`tune --extend-edges`). Every method is tuned with the same `--tolerance` (1 %): a setting with
 fewer reverse steps or samples wins when its score is within 1 % of the lowest, so no method
 pays twice the cost for a difference below the tuning seeds' noise. The Lorenz-96 and sphere
-5 % full-suite tables were tuned before this rule (with none); the record of each search says
-which rule chose. When a call
+5 % full-suite tables were tuned before this rule (with none); applied to their recorded searches
+it changes no choice (no cheaper setting of LO-SDA or DPS there is within 1 % of the lowest).
+The record of each search says which rule chose. When a call
 compares several tables into one folder it ends with one compare over all of them, since
 compare rewrites the folder's results.md and summary.json from the tables it was given.
 
