@@ -338,13 +338,14 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                     size = args.members  # ensemble methods only (free or 3dvar stay single-member), unless tune's one method
                 applied = _tuned_options(entries, tuned_file, table, m, size, b["scoring_seeds"], {**own, **method_cli[m]},
                                          variant=variant is not None)
-                if applied:
-                    info["tuning_seeds"].update(tuned.find(entries, table, m)["seeds"])
+                entry = tuned.find(entries, table, m) if applied else None
+                if entry:
+                    info["tuning_seeds"].update(entry["seeds"])
                     if variant is None:
                         info["tuned"][m] = applied
                 # What the chosen setting cost per cycle in its tuning runs: compare --plan's
                 # estimate for a row none of whose scoring runs has finished yet.
-                tuning_cost = tuned.seconds_per_cycle(tuned.find(entries, table, m)) if applied and variant is None else None
+                tuning_cost = tuned.seconds_per_cycle(entry) if variant is None else None
                 for seed in b["scoring_seeds"]:
                     jobs.append(make_job(
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),

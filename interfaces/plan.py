@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from .grouping import group_name
-from .sweep import attrs_state, job_code_version, read_attrs, run_path
+from .sweep import attrs_state, job_code_version, job_hash, read_attrs, run_path
 
 
 def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str, float] | None = None) -> list[dict[str, Any]]:
@@ -24,8 +24,6 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
     cycle, seeds to run (missing, or made by other code: 'stale'), and an estimate of the
     seconds still to spend: from the row's finished runs, else from ``tuning_cost`` ({job hash:
     seconds per cycle of its tuning runs}; ``estimated_from`` says which), else None."""
-    from .sweep import job_hash
-
     tuning_cost = tuning_cost or {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:

@@ -286,7 +286,7 @@ class Search:
                 "chosen": self.scores[best]["options"], "score": self.scores[best]["score"],
                 "score_ci95": self.scores[best]["score_ci95"],
                 # What --tolerance traded: the lowest score found, where it differs from the choice.
-                "tolerance": a.tolerance or None, "cost_options": self.cost_keys or None,
+                "tolerance": self.tolerance or None, "cost_options": self.cost_keys or None,
                 "lowest": None if best == lowest else {"options": self.scores[lowest]["options"],
                                                         "score": self.scores[lowest]["score"]},
                 "fixed": {k: v for k, v in job["method_options"].items() if k in self.fixed},
