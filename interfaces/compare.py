@@ -66,6 +66,9 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--plan", action="store_true",
                    help="say, per table and row, which seeds are done, part-way or still to run in --out, with "
                         "an estimate of the seconds left; nothing is run or trained")
+    p.add_argument("--finished", action="store_true",
+                   help="interim tables from the runs already finished in --out, written to OUT/interim/ (the final "
+                        "tables are untouched); each row says how many of its seeds it has; nothing is run or trained")
 
 
 def cmd_compare(args, registry) -> int:
@@ -79,6 +82,13 @@ def cmd_compare(args, registry) -> int:
     else:  # a suite's pairs, less those that a --methods filter left without both methods
         pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None) if set(p) <= compared]
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
+    if args.plan and args.finished:
+        raise UsageError("--plan and --finished are two views of a sweep: give one")
+    if args.finished:
+        result = report_finished(jobs, out, registry, plots=not args.no_plots, suite=suite,
+                                 command=_command_line(), pairs=pairs, protocol=protocol)
+        print(json.dumps(_clean(result["json"]), default=str) if args.json else result["markdown"])
+        return 0
     if args.plan:
         from .plan import format_plan, plan_json, plan_rows
 
@@ -488,6 +498,58 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     return {"tables": tables, "failed": failed, "markdown": markdown, "json": summary, "records": records}
 
 
+def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=None, command="", pairs=(),
+                    protocol=None) -> dict[str, Any]:
+    """Interim tables of a sweep still running or paused: the jobs whose run file is complete
+    (made by the current code) are read, the others are counted as owed; nothing is run or
+    trained. Rows are labelled from all the jobs, as the final tables will label them; each row
+    and table says how many of its seeds are in. Written to ``out/interim/``, never over the
+    final tables, whose reader should not mistake a part for the whole."""
+    from . import report, sweep
+
+    out = Path(out)
+    records = []
+    for job in jobs:
+        path = sweep.run_path(out / "runs", job)
+        status, summary, made_by = sweep.file_state(path, sweep.job_code_version(job, registry))
+        if status == "complete":
+            record = sweep._skipped(job, path, summary, made_by)
+            record["series"] = sweep.scored_series(path, summary.get("burn_in") or 0)
+        else:
+            record = {"job": job, "status": "owed", "file": str(path)}
+        records.append(record)
+    for recs in by_table(records).values():
+        label_rows(recs)
+    finished = [r for r in records if r["status"] != "owed"]
+    tables = aggregate(finished, pairs, protocol, relabel=False)
+    by_name = {t["name"]: t for t in tables}
+    for recs in by_table(records).values():
+        name = group_name(recs[0]["job"])
+        planned: dict[str, list[int]] = {}
+        for r in recs:
+            planned.setdefault(r["row"], []).append(r["job"]["seed"])
+        table = by_name.get(name)
+        if table is None:  # nothing finished in this table yet
+            continue
+        for row in table["rows"]:
+            row["seeds_planned"] = len(planned.get(row["method"], ()))
+        table["not_started"] = [label for label in planned if label not in {row["method"] for row in table["rows"]}]
+        table["scored_seeds"] = sorted({r["job"]["seed"] for r in recs})
+    head = report.header(wall_seconds=0.0, suite=suite, command=command, mode="read only (--finished)")
+    head["interim"] = (f"{len(finished)} of {len(records)} runs finished; "
+                       f"{len(tables)} of {len(by_table(records))} tables have a finished run")
+    head["jobs_read"] = len(finished)
+    head["seconds_by_method"] = seconds_by_method(finished)
+    files = report.write_all(tables, finished, out / "interim", head, plots=plots)
+    markdown = report.markdown_document(tables, [], head)
+    (out / "interim" / "results.md").write_text(markdown + "\n")
+    summary = {"header": head, "tables": tables, "failed": [],
+               "owed": [{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"],
+               "files": [str(f) for f in files + [out / "interim" / "results.md"]]}
+    (out / "interim" / "summary.json").write_text(json.dumps(_clean(summary), indent=1, default=str))
+    return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
+
+
 def metric_columns(summaries: list[dict]) -> list[str]:
     present = set().union(*map(set, summaries)) if summaries else set()
     cols = []
@@ -508,16 +570,19 @@ def by_table(records: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def aggregate(records: list[dict], pairs=(), protocol: dict | None = None) -> list[dict]:
+def aggregate(records: list[dict], pairs=(), protocol: dict | None = None, relabel: bool = True) -> list[dict]:
     """One table per (model, model options, obs): per method, mean and 95 % interval over seeds,
     whether its scored windows are stationary and the autocorrelation-aware interval of the time
     means (from each record's ``series`` of per-cycle analysis RMSE, when present); and, for each
     requested (a, b) pair present in the table, the paired difference a - b, Holm-adjusted over
-    the table's pairs. ``protocol`` (from build_jobs) adds the seeds and tuned options."""
+    the table's pairs. ``protocol`` (from build_jobs) adds the seeds and tuned options.
+    ``relabel=False`` keeps rows labelled beforehand (an interim table labels its rows from all
+    its jobs, finished or not, so that they read as the final table's will)."""
     tables = []
     for recs in by_table(records).values():
         job = recs[0]["job"]
-        label_rows(recs)
+        if relabel:
+            label_rows(recs)
         for r in recs:  # run files written before the cost record: the harness forecasts every member
             if r["status"] != "failed" and "members" in r["summary"]:
                 r["summary"].setdefault("forecasts_per_cycle", r["summary"]["members"])

@@ -113,7 +113,9 @@ def markdown_table(table: dict) -> str:
             head.append("± time (AR1)")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:", "---"] + ["---:"] * (len(head) - 4)) + "|"]
     for row in table["rows"]:
-        seeds = str(row["seeds"]) + (f" ({row['failed']} failed)" if row["failed"] else "")
+        planned = row.get("seeds_planned")  # an interim table: seeds in of seeds to come
+        seeds = str(row["seeds"]) + (f" of {planned}" if planned and planned != row["seeds"] else "")
+        seeds += f" ({row['failed']} failed)" if row["failed"] else ""
         cells = [row["method"], str(row["members"] or "–"), seeds, _stationary_cell(row)]
         for c in cols:
             cells.append(_fmt(row[c], row.get(f"{c}_ci95"), c in COSTS))
@@ -148,6 +150,8 @@ def table_notes(table: dict) -> str:
     if short:
         notes.append(f"Untestable: {', '.join(short)}: the scored window holds fewer than 3 independent cycles "
                      "(AR(1) effective sample size), too few to show it stationary; lengthen the run.")
+    if table.get("not_started"):
+        notes.append(f"Not started yet (no finished seed): {', '.join(table['not_started'])}.")
     if table.get("scored_seeds") is not None:
         seeds = ", ".join(map(str, table["scored_seeds"]))
         tuning = ", ".join(map(str, table.get("tuning_seeds") or [])) or "none declared"
@@ -212,7 +216,11 @@ def table_title(table: dict) -> str:
 
 
 def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str:
-    parts = ["# da-harness comparison", "",
+    interim = head.get("interim")
+    parts = ["# da-harness comparison" + (" (interim)" if interim else ""), "",
+             (f"**Interim: {interim}.** Rows short of seeds are not final, and a row's mean over the seeds it has "
+              "is not comparable with another row's over other seeds; the paired columns pair only the seeds "
+              "both rows have.") if interim else None, "" if interim else None,
              f"- command: `{head['command']}`" if head.get("command") else None,
              f"- suite: {head['suite']}" if head.get("suite") else None,
              f"- commit: {head['commit']}", f"- machine: {head['machine']}; {head['software']}",

@@ -71,3 +71,43 @@ def test_the_text_plan_names_each_row_and_says_what_it_cannot_estimate(half_done
     code, out, _ = cli("compare", *ARGS, "--seeds", "0,1", "--out", str(tmp_path / "empty"), "--plan")
     assert code == 0 and "0 of 4 runs done" in out and "2 row(s) with none ('unknown')" in out
     assert not (tmp_path / "empty").exists()  # the plan creates nothing
+
+
+def test_finished_writes_interim_tables_of_the_finished_seeds_only(half_done, cli):
+    """`compare --finished`: the finished seeds' tables, each row saying how many of its seeds
+    are in; nothing run, the final tables untouched, the part-way and stale runs left out."""
+    runs = half_done / "runs"
+    before = {p.name: p.stat().st_mtime_ns for p in runs.iterdir()}
+    final = half_done / "results.md"
+    final_text = final.read_text()
+    code, out, _ = cli("compare", *ARGS, "--seeds", "0,1,2,3,4", "--out", str(half_done), "--finished", "--json")
+    assert code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in runs.iterdir()} == before
+    assert final.read_text() == final_text  # the final table is never overwritten by an interim one
+    summary = json.loads(out)
+    (table,) = summary["tables"]
+    rows = {r["method"]: r for r in table["rows"]}
+    assert set(rows) == {"free", "3dvar"}
+    for method, row in rows.items():
+        assert row["seeds"] == 2 and row["seeds_planned"] == 5
+        # The mean is over the two finished seeds alone.
+        done = [sweep.file_state(sweep.run_path(runs, j))[1]["analysis_rmse"]
+                for j in jobs_for("0,1") if j["method"] == method]
+        assert row["analysis_rmse"] == pytest.approx(sum(done) / 2)
+    assert len(summary["owed"]) == 6 and {o["job"]["seed"] for o in summary["owed"]} == {2, 3, 4}
+    text = (half_done / "interim" / "results.md").read_text()
+    assert "(interim)" in text and "4 of 10 runs finished" in text
+    assert "| free | 1 | 2 of 5 |" in text
+
+
+def test_finished_names_the_rows_with_no_finished_seed(half_done, cli):
+    code, out, _ = cli("compare", "--methods", "free,3dvar,climatology", *ARGS[2:], "--seeds", "0,1",
+                       "--out", str(half_done), "--finished")
+    assert code == 0
+    assert "Not started yet (no finished seed): climatology." in out
+    assert "| free | 1 | 2 |" in out  # a row with all its seeds in reads as a final row
+
+
+def test_plan_and_finished_together_are_refused(half_done, cli):
+    code, _, err = cli("compare", *ARGS, "--seeds", "0,1", "--out", str(half_done), "--plan", "--finished")
+    assert code != 0 and "--plan and --finished" in err
