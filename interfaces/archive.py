@@ -68,21 +68,14 @@ def slim(src, dst) -> Path:
     """Write the slim copy of the complete run file ``src`` to ``dst`` (atomically). It is a
     classic netCDF file: an HDF5 (netCDF-4) one spends more on per-variable metadata than the
     few thousand numbers a slim copy holds (167 KB against 59 KB for a 200-cycle sphere run)."""
-    import os
-
     import xarray as xr
+
+    from .cache import write_atomic
 
     with xr.open_dataset(src, engine="netcdf4", decode_times=False) as ds:
         small = slim_dataset(ds).load()
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
-    try:
-        small.to_netcdf(tmp, engine="netcdf4", format="NETCDF3_64BIT")
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(dst, lambda tmp: small.to_netcdf(tmp, engine="netcdf4", format="NETCDF3_64BIT"))
     return dst
 
 
