@@ -90,6 +90,7 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
     from interfaces.grouping import group_name
 
     suite = tomllib.loads((ROOT / "benchmarks" / "suites" / f"{suite_name}.toml").read_text())
+    found = []
     for raw in suite["experiments"]:
         block = _merge(suite.get("defaults", {}), raw)
         for obs in block["obs"]:
@@ -98,9 +99,15 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
             imperfect = {k: block[k] for k in ("truth_options", "model_error") if block.get(k)}
             name = group_name({"model": block["model"], "model_options": block.get("model_options", {}),
                                "obs": obs, **imperfect})
-            if selected and not name.startswith(selected):
-                continue
-            yield name, obs, imperfect, block, suite
+            found.append((name, obs, imperfect, block, suite))
+    # A table's whole name selects it alone, though it is a prefix of others' (sw-32x64-random0.05
+    # of sw-32x64-random0.05-truth...); 'NAME$' says so explicitly, as compare --tables takes it.
+    exact = selected[:-1] if selected and selected.endswith("$") else selected
+    if exact and any(t[0] == exact for t in found):
+        found = [t for t in found if t[0] == exact]
+    elif selected:
+        found = [t for t in found if t[0].startswith(selected)]
+    yield from found
 
 
 def run(cmd: list[str], log) -> int:
@@ -230,7 +237,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default="full", help="full (default) or regimes")
     p.add_argument("--table", default=None, help="only tables whose name starts with this (lorenz96, sw-32x64, "
-                   "sw-32x64-random0.05, ...)")
+                   "...); a table's whole name selects it alone (sw-32x64-random0.05 in the regimes suite leaves "
+                   "out sw-32x64-random0.05-truth...)")
     p.add_argument("--methods", default=None, help="only these methods (comma-separated)")
     p.add_argument("--obs", default=None, help="only this observation spec (e.g. random:0.05)")
     p.add_argument("--skip-tune", action="store_true")
@@ -316,7 +324,7 @@ def main(argv=None) -> int:
 
 def compare_command(exe: str, args, family: str, out: str, names: list[str], only) -> list[str]:
     cmd = [exe, "compare", "--suite", args.suite, "--model", family, "--workers", str(args.workers),
-           "--out", out, "--tables", ",".join(names)]
+           "--out", out, "--tables", ",".join(f"{n}$" for n in names)]  # whole names: one may prefix another
     if only:
         cmd += ["--methods", ",".join(sorted(only | UNTUNED))]
     return cmd

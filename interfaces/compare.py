@@ -38,7 +38,8 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--model", default=None, help="testbed (default lorenz96; with --suite: only this model)")
     p.add_argument("--methods", default=None, help="comma-separated methods (with --suite: only these)")
     p.add_argument("--tables", default=None, metavar="PREFIX,...",
-                   help="with --suite: only the tables whose name starts with one of these (e.g. sw-32x64-random0.05)")
+                   help="with --suite: only the tables whose name starts with one of these (e.g. sw-32x64-random0.05); "
+                        "end one with '$' for that table alone (sw-32x64-random0.05$ leaves out sw-32x64-random0.05-truth...)")
     p.add_argument("--obs", action="append", default=None, metavar="SPEC[;SPEC...]",
                    help="observation network(s) (default all); repeat --obs or separate specs with ';'. "
                         "Without ';' a comma starts a new spec only where a kind follows "
@@ -378,8 +379,13 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
 
 
 def _selected(table: str, prefixes: str | None) -> bool:
-    """Whether ``--tables`` (comma-separated name prefixes; None: all) keeps this table."""
-    return not prefixes or any(table.startswith(p.strip()) for p in prefixes.split(",") if p.strip())
+    """Whether ``--tables`` (comma-separated name prefixes, or whole names ending in '$'; None:
+    all) keeps this table. A table's name can be a prefix of another's (sw-32x64-random0.05 of
+    sw-32x64-random0.05-truth...): 'NAME$' selects that table alone."""
+    def keeps(p: str) -> bool:
+        return table == p[:-1] if p.endswith("$") else table.startswith(p)
+
+    return not prefixes or any(keeps(p.strip()) for p in prefixes.split(",") if p.strip())
 
 
 def _variants(block: dict, methods: list[str], registry) -> dict[str, list[dict]]:

@@ -234,3 +234,35 @@ def test_an_imperfect_model_table_says_so_in_its_title():
     assert "truth model drag_days=7.0, jet_speed=70.0" in physics
     assert "model error spectral:h=40,vort=1.5e-6" in forcing
     assert len({perfect, physics, forcing}) == 3
+
+
+def test_a_whole_table_name_selects_that_table_alone_though_it_prefixes_others():
+    """The perfect-model table's name prefixes the two imperfect ones': compare --tables NAME$
+    and rerun_full --table NAME must not score (untuned) the imperfect tables with it."""
+    import importlib.util
+
+    from interfaces import compare
+    from interfaces.cli import build_parser
+
+    from conftest import ROOT
+
+    suite = compare.load_suite("regimes")
+
+    def names(selector):
+        args = build_parser().parse_args(["compare", "--suite", "regimes", "--methods", "free", "--tables", selector])
+        return {compare.group_name(j) for j in compare.build_jobs(args, suite, get_registry())}
+
+    prefixed = names("sw-32x64-random0.05")
+    assert len(prefixed) == 3  # a prefix keeps every table it starts
+    assert names("sw-32x64-random0.05$") == {"sw-32x64-random0.05"}
+    spec = importlib.util.spec_from_file_location("rerun_full", ROOT / "benchmarks" / "rerun_full.py")
+    rerun_full = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rerun_full)
+    assert [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05", None)] == ["sw-32x64-random0.05"]
+    assert [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05$", None)] == ["sw-32x64-random0.05"]
+    truth = [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05-truth", None)]
+    assert len(truth) == 1 and truth[0].startswith("sw-32x64-random0.05-truth")
+    assert len(list(rerun_full.tables("regimes", None, None))) == 5
+    command = rerun_full.compare_command("da-harness", build_parser().parse_args(["compare"]), "sw", "out",
+                                         ["sw-32x64-random0.05"], None)
+    assert command[command.index("--tables") + 1] == "sw-32x64-random0.05$"
