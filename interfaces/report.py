@@ -181,7 +181,29 @@ def paired_lines(table: dict) -> str:
     if m > 1:
         text += (f" With {m} pairs in this table, p-values are Holm-adjusted and the intervals are at the "
                  f"Bonferroni level 1 − 0.05/{m}, so that all {m} hold together with 95 % confidence.")
-    return text
+    verdict = verdict_line(table["pairs"])
+    return text + (f" {verdict}" if verdict else "")
+
+
+def verdict_line(pairs: list[dict]) -> str:
+    """The pairs read out: which method is ahead where the (adjusted) interval excludes 0, and
+    which pairs it does not separate, so that a reader need not check each sign and interval."""
+    ahead, level = [], []
+    for p in pairs:
+        diff, half = p.get("analysis_rmse_diff"), p.get("analysis_rmse_diff_ci95")
+        if diff is None or half is None or not (math.isfinite(diff) and math.isfinite(half)):
+            continue
+        if diff + half < 0:
+            ahead.append(f"{p['a']} ahead of {p['b']}")
+        elif diff - half > 0:
+            ahead.append(f"{p['b']} ahead of {p['a']}")
+        else:
+            level.append(f"{p['a']} and {p['b']}")
+    if not ahead and not level:
+        return ""
+    parts = (["Read: " + ", ".join(ahead)] if ahead else []) + (
+        [("not separated: " if ahead else "Read: not separated: ") + ", ".join(level)] if level else [])
+    return "; ".join(parts) + "."
 
 
 def equal_cost_lines(table: dict) -> str:

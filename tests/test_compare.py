@@ -261,3 +261,15 @@ def test_tables_option_keeps_only_the_named_tables_and_lists_them_otherwise():
     args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--tables", "sw-16x32"])
     with pytest.raises(UsageError, match="matches no table.*sw-32x64-random0.01"):
         compare.build_jobs(args, suite, get_registry())
+
+
+def test_the_verdict_reads_each_pairs_interval_out():
+    from interfaces.report import verdict_line
+
+    pairs = [{"a": "losda", "b": "letkf", "analysis_rmse_diff": 0.03, "analysis_rmse_diff_ci95": 0.01},
+             {"a": "dps", "b": "letkf", "analysis_rmse_diff": -0.02, "analysis_rmse_diff_ci95": 0.01},
+             {"a": "ensf", "b": "letkf", "analysis_rmse_diff": 0.005, "analysis_rmse_diff_ci95": 0.01},
+             {"a": "l3dvar", "b": "letkf", "analysis_rmse_diff": float("nan"), "analysis_rmse_diff_ci95": 0.01}]
+    assert verdict_line(pairs) == "Read: letkf ahead of losda, dps ahead of letkf; not separated: ensf and letkf."
+    assert verdict_line(pairs[2:3]) == "Read: not separated: ensf and letkf."
+    assert verdict_line(pairs[3:]) == ""
