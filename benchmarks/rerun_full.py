@@ -60,7 +60,9 @@ GRIDS = {
         # (the imperfect-physics table chose 1 on 0.5-1, then 4 on 0.25-4, flat from 2: 0.188, 0.186).
         "3dvar": (None, ["scale=0.5,0.25,1,2,4,8"]),
         "enkf": (20, ["inflation=1.1,1.03,1.2", "rtps=0.5,0,0.8"]),
-        # radius 0 is the model's default length scale (2000 km on the sphere).
+        # radius is the localisation length L; 0 is the model's default, L = 1095 km on the sphere
+        # (a Gaspari-Cohn half-width of 2000 km): the list is 1095, 1200, 3000 km in L, so a
+        # choice of 1200 is interior.
         # Inflation up to 1.3 and RTPS up to 0.8 for the imperfect models (issue 14's probe: 1.25
         # with RTPS 0.7 beat 1.1 there). Additive inflation (climatological anomalies times the
         # value; h ~ 34 m at 0.1) is the classic remedy for model error: off first, so a perfect
