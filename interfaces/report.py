@@ -246,8 +246,9 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              f"- command: `{head['command']}`" if head.get("command") else None,
              f"- suite: {head['suite']}" if head.get("suite") else None,
              f"- commit: {head['commit']}", f"- machine: {head['machine']}; {head['software']}",
-             f"- run: {head['run_mode']}, {head['date']}, wall time {head['wall_seconds']:.0f} s (training included)"
-             + _reuse_note(head),
+             (f"- read: {head['date']}, {head.get('jobs_read', 0)} finished run files (nothing run or trained)" if interim else
+              f"- run: {head['run_mode']}, {head['date']}, wall time {head['wall_seconds']:.0f} s (training included)"
+              + _reuse_note(head)),
              "", "Mean over seeds ± half-width of the 95 % t-interval. RMSE a/b: analysis/background RMSE "
              "(area-weighted; the unsuffixed score of a multi-variable model is the RMS of the per-variable RMSEs "
              "normalised by their climatological std). spread/skill and CRPS (fair) for ensembles. O-B/O-A: rms "
