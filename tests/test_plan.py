@@ -97,7 +97,7 @@ def test_finished_writes_interim_tables_of_the_finished_seeds_only(half_done, cl
     assert len(summary["owed"]) == 6 and {o["job"]["seed"] for o in summary["owed"]} == {2, 3, 4}
     text = (half_done / "interim" / "results.md").read_text()
     assert "(interim)" in text and "4 of 10 runs finished" in text
-    assert "4 finished run files (nothing run or trained)" in text and "wall time" not in text
+    assert "4 finished run files (nothing run or trained)" in text and "(training included)" not in text
     assert "| free | 1 | 2 of 5 |" in text
 
 
