@@ -88,7 +88,7 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
     """Each table of the suite as (name, obs, imperfect-model settings, block with the suite's
     defaults merged in, suite), the name as compare gives it."""
     sys.path.insert(0, str(ROOT))
-    from interfaces.compare import _merge
+    from interfaces.compare import _merge, _selected
     from interfaces.grouping import group_name
 
     suite = tomllib.loads((ROOT / "benchmarks" / "suites" / f"{suite_name}.toml").read_text())
@@ -103,13 +103,10 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
                                "obs": obs, **imperfect})
             found.append((name, obs, imperfect, block, suite))
     # A table's whole name selects it alone, though it is a prefix of others' (sw-32x64-random0.05
-    # of sw-32x64-random0.05-truth...); 'NAME$' says so explicitly, as compare --tables takes it.
-    exact = selected[:-1] if selected and selected.endswith("$") else selected
-    if exact and any(t[0] == exact for t in found):
-        found = [t for t in found if t[0] == exact]
-    elif selected:
-        found = [t for t in found if t[0].startswith(selected)]
-    yield from found
+    # of sw-32x64-random0.05-truth...): it is read as compare --tables reads 'NAME$'.
+    if selected and any(t[0] == selected for t in found):
+        selected += "$"
+    yield from (t for t in found if _selected(t[0], selected))
 
 
 def run(cmd: list[str], log) -> int:

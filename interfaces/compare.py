@@ -496,11 +496,7 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     header["seconds_by_method"] = seconds_by_method(records)
     files = report.write_all(tables, records, out, header, plots=plots)
     header["wall_seconds"] = time.perf_counter() - started  # tables and plots included
-    markdown = report.markdown_document(tables, failed, header)
-    (out / "results.md").write_text(markdown + "\n")
-    summary = {"header": header, "tables": tables, "failed": [{k: r[k] for k in ("job", "error", "file")} for r in failed],
-               "files": [str(f) for f in files + [out / "results.md"]]}
-    (out / "summary.json").write_text(json.dumps(_clean(summary), indent=1, default=str))
+    markdown, summary = _write_documents(out, tables, failed, header, files)
     return {"tables": tables, "failed": failed, "markdown": markdown, "json": summary, "records": records}
 
 
@@ -516,44 +512,52 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
     out = Path(out)
     records = []
     for job in jobs:
-        path = sweep.run_path(out / "runs", job)
-        status, summary, made_by = sweep.file_state(path, sweep.job_code_version(job, registry))
-        if status == "complete":
-            record = sweep._skipped(job, path, summary, made_by)
-            record["series"] = sweep.scored_series(path, summary.get("burn_in") or 0)
+        record = sweep.finished_record(job, out / "runs", registry)
+        if record is None:
+            record = {"job": job, "status": "owed", "file": str(sweep.run_path(out / "runs", job))}
         else:
-            record = {"job": job, "status": "owed", "file": str(path)}
+            record["series"] = sweep.scored_series(record["file"], record["summary"].get("burn_in") or 0)
         records.append(record)
-    for recs in by_table(records).values():
+    groups = by_table(records)
+    for recs in groups.values():
         label_rows(recs)
     finished = [r for r in records if r["status"] != "owed"]
     tables = aggregate(finished, pairs, protocol, relabel=False)
     by_name = {t["name"]: t for t in tables}
-    for recs in by_table(records).values():
-        name = group_name(recs[0]["job"])
+    for recs in groups.values():
+        table = by_name.get(group_name(recs[0]["job"]))
+        if table is None:  # nothing finished in this table yet
+            continue
         planned: dict[str, list[int]] = {}
         for r in recs:
             planned.setdefault(r["row"], []).append(r["job"]["seed"])
-        table = by_name.get(name)
-        if table is None:  # nothing finished in this table yet
-            continue
         for row in table["rows"]:
             row["seeds_planned"] = len(planned.get(row["method"], ()))
         table["not_started"] = [label for label in planned if label not in {row["method"] for row in table["rows"]}]
         table["scored_seeds"] = sorted({r["job"]["seed"] for r in recs})
     head = report.header(wall_seconds=0.0, suite=suite, command=command, mode="read only (--finished)")
     head["interim"] = (f"{len(finished)} of {len(records)} runs finished; "
-                       f"{len(tables)} of {len(by_table(records))} tables have a finished run")
+                       f"{len(tables)} of {len(groups)} tables have a finished run")
     head["jobs_read"] = len(finished)
     head["seconds_by_method"] = seconds_by_method(finished)
     files = report.write_all(tables, finished, out / "interim", head, plots=plots)
-    markdown = report.markdown_document(tables, [], head)
-    (out / "interim" / "results.md").write_text(markdown + "\n")
-    summary = {"header": head, "tables": tables, "failed": [],
-               "owed": [{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"],
-               "files": [str(f) for f in files + [out / "interim" / "results.md"]]}
-    (out / "interim" / "summary.json").write_text(json.dumps(_clean(summary), indent=1, default=str))
+    markdown, summary = _write_documents(out / "interim", tables, [], head, files,
+                                         owed=[{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"])
     return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
+
+
+def _write_documents(folder: Path, tables: list[dict], failed: list[dict], head: dict, files: list[Path],
+                     **extra) -> tuple[str, dict]:
+    """results.md and summary.json in ``folder`` (beside the per-table files ``files``); returns
+    the markdown and the summary."""
+    from . import report
+
+    markdown = report.markdown_document(tables, failed, head)
+    (folder / "results.md").write_text(markdown + "\n")
+    summary = {"header": head, "tables": tables, "failed": [{k: r[k] for k in ("job", "error", "file")} for r in failed],
+               **extra, "files": [str(f) for f in files + [folder / "results.md"]]}
+    (folder / "summary.json").write_text(json.dumps(_clean(summary), indent=1, default=str))
+    return markdown, summary
 
 
 def metric_columns(summaries: list[dict]) -> list[str]:

@@ -199,11 +199,8 @@ def verdict_line(pairs: list[dict]) -> str:
             ahead.append(f"{p['b']} ahead of {p['a']}")
         else:
             level.append(f"{p['a']} and {p['b']}")
-    if not ahead and not level:
-        return ""
-    parts = (["Read: " + ", ".join(ahead)] if ahead else []) + (
-        [("not separated: " if ahead else "Read: not separated: ") + ", ".join(level)] if level else [])
-    return "; ".join(parts) + "."
+    parts = ([", ".join(ahead)] if ahead else []) + (["not separated: " + ", ".join(level)] if level else [])
+    return f"Read: {'; '.join(parts)}." if parts else ""
 
 
 def equal_cost_lines(table: dict) -> str:

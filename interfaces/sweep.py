@@ -109,6 +109,14 @@ def _skipped(job: dict, path: Path, summary: dict, made_by: str) -> dict[str, An
     return record
 
 
+def finished_record(job: dict[str, Any], run_dir, registry=None) -> dict[str, Any] | None:
+    """The record of ``job`` read from its run file when that is complete and made by the
+    current code (status 'skipped', as a rerun reports it); None when the job still has to run."""
+    path = run_path(run_dir, job)
+    status, summary, made_by = file_state(path, job_code_version(job, registry))
+    return _skipped(job, path, summary, made_by) if status == "complete" else None
+
+
 def scored_series(path, burn_in: int, variable: str = "analysis_rmse"):
     """The per-cycle ``variable`` of a run file over the scored cycles (cycle >= burn_in), as a
     numpy array; None when the file or variable is missing (the record keeps its summary)."""
@@ -255,10 +263,8 @@ def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int 
     out: list[dict | None] = [None] * len(jobs)
     todo = []
     for i, job in enumerate(jobs):
-        status, summary, made_by = file_state(run_path(run_dir, job), job_code_version(job, registry))
-        if status == "complete":
-            out[i] = _skipped(job, run_path(run_dir, job), summary, made_by)
-        else:
+        out[i] = finished_record(job, run_dir, registry)
+        if out[i] is None:
             todo.append(i)
     if todo:
         done = _run_dask([jobs[i] for i in todo], str(run_dir), workers, scheduler, cache_dir, log)
