@@ -130,11 +130,12 @@ def cmd_tune(args, registry) -> int:
                  # What the search cost, read from its run files: a rerun that finds them all
                  # finished takes seconds of wall time, but the choice still cost this much.
                  run_seconds=round(sum(r["run_seconds"] for r in entry["search"]), 3))
-    tuned.upsert(out, entry)
+    written = tuned.upsert(out, entry)
     if args.json:
-        print(json.dumps(compare._clean({**entry, "file": str(out)})))
+        print(json.dumps(compare._clean({**entry, "file": str(out), "unchanged": not written})))
     else:
-        print(search_table(entry) + f"\n\nWritten to {out}.")
+        print(search_table(entry) + (f"\n\nWritten to {out}." if written else
+                                     f"\n\n{out} already holds this search and choice; left as it was."))
     return 0
 
 

@@ -73,16 +73,35 @@ def seconds_per_cycle(entry: dict | None) -> float | None:
     return None
 
 
-def upsert(path, entry: dict[str, Any]) -> None:
-    """Write ``entry`` into the file, replacing the one for the same table and method."""
+# Who ran a search and when; a rerun that only reads the same search back changes nothing else.
+PROVENANCE_KEYS = ("commit", "date", "wall_seconds")
+
+
+def upsert(path, entry: dict[str, Any]) -> bool:
+    """Write ``entry`` into the file, replacing the one for the same table and method; returns
+    False, writing nothing, when that entry already says the same apart from its provenance (a
+    rerun that read every run back keeps the record of the invocation that computed them)."""
+    import tomllib
+
     path = Path(path)
     entries = read(path) if path.exists() else []
+    old = find(entries, entry["table"], entry["method"])
+    if old is not None:
+        # Compared as the file would write them (floats, None and NaN scores alike).
+        new = tomllib.loads(dumps([entry]))["entry"][0]
+        if dumps([_without_provenance(old)]) == dumps([_without_provenance(new)]):
+            return False
     entries = [e for e in entries if not (e["table"] == entry["table"] and e["method"] == entry["method"])]
     entries.append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(dumps(entries))
     tmp.replace(path)
+    return True
+
+
+def _without_provenance(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in PROVENANCE_KEYS}
 
 
 # --- a small TOML writer for this layout (scalars, lists of scalars, inline tables) -----------

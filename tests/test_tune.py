@@ -43,12 +43,32 @@ def test_the_chosen_value_is_the_argmin_of_the_recorded_scores(tuned_file):
 
 
 def test_a_rerun_reads_the_finished_settings_and_gives_the_same_choice(tuned_file, cli):
+    before = tuned_file.read_text()
     code, out, _ = cli(*TUNE, "--grid", "scale=0.05,0.5,5", "--seeds", "100,101", "--out", str(tuned_file),
                        "--runs", str(tuned_file.parent / "runs"), "--json")
     assert code == 0
     again = json.loads(out)
-    (entry,) = tuned.read(tuned_file)  # replaced, not appended
+    (entry,) = tuned.read(tuned_file)
     assert again["chosen"] == entry["chosen"] and again["score"] == pytest.approx(entry["score"])
+    # Nothing new was found, so the record of the invocation that computed the search stays.
+    assert again["unchanged"] is True and tuned_file.read_text() == before
+
+
+def test_a_search_that_differs_replaces_its_entry_and_a_read_back_keeps_the_provenance(tmp_path):
+    path = tmp_path / "t.toml"
+    first = {"table": "t", "method": "m", "chosen": {"a": 1.0}, "seeds": [100], "score": float("nan"),
+             "search": [{"options": {"a": 1.0}, "score": float("nan")}],
+             "commit": "abc", "date": "2026-01-01", "wall_seconds": 900.0}
+    other = {**first, "method": "other"}
+    assert tuned.upsert(path, first) and tuned.upsert(path, other)
+    # A read-back: same search (NaN scores included), new commit, date and wall time.
+    assert not tuned.upsert(path, {**first, "commit": "def", "date": "2026-02-02", "wall_seconds": 3.0})
+    assert tuned.find(tuned.read(path), "t", "m")["commit"] == "abc"
+    # A different choice replaces the entry (not appended), the other method's entry kept.
+    assert tuned.upsert(path, {**first, "chosen": {"a": 2.0}, "commit": "def"})
+    entries = tuned.read(path)
+    assert len(entries) == 2 and tuned.find(entries, "t", "m")["chosen"] == {"a": 2.0}
+    assert tuned.find(entries, "t", "m")["commit"] == "def" and tuned.find(entries, "t", "other")["commit"] == "abc"
 
 
 def test_coordinate_descent_ends_at_a_coordinate_wise_minimum(tmp_path, cli):
