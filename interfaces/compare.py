@@ -62,6 +62,7 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--serial", action="store_true", help="run the jobs one after another in this process")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<suite or model>)")
     p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
+    add_device_arg(p)
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the table")
     p.add_argument("--plan", action="store_true",
@@ -70,6 +71,22 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--finished", action="store_true",
                    help="interim tables from the runs already finished in --out, written to OUT/interim/ (the final "
                         "tables are untouched); each row says how many of its seeds it has; nothing is run or trained")
+
+
+def add_device_arg(p) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="where the methods train and analyse: cpu or cuda (the truth and the forecasts stay on the "
+                        "CPU); a CUDA run is a job of its own, never read back as the CPU one")
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else one line naming the valid ones (before any work;
+    the harness checks again in each job)."""
+    import torch
+
+    if device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available()):
+        return device
+    raise UsageError(f"--device {device} is not available here; valid devices: cpu" + (", cuda" if torch.cuda.is_available() else ""))
 
 
 def cmd_compare(args, registry) -> int:
@@ -314,6 +331,8 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
     from .sweep import job_hash as sweep_hash, make_job
 
     cli_options = parse_assignments(args.options)
+    device = check_device(getattr(args, "device", "cpu"))
+    on_device = {} if device == "cpu" else {"device": device}
     jobs, skipped = [], set()
     for b in _experiments(args, suite):
         model = b["model"]
@@ -362,7 +381,7 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
                         cycles=int(b["cycles"]), seed=seed,
                         burn_in=args.burn_in if args.burn_in is not None else b.get("burn_in"),
-                        members=size, model_options=model_options, **imperfect,
+                        members=size, model_options=model_options, **imperfect, **on_device,
                         # The method's defaults for this model are part of the job (and its hash),
                         # under the suite's options and --set: a change to that table reruns it.
                         method_options=effective_options(registry, m, model, {
@@ -489,6 +508,7 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     failed = [r for r in records if r["status"] == "failed"]
     header = report.header(wall_seconds=time.perf_counter() - started, suite=suite, command=command,
                            mode="serial" if serial else (scheduler or f"LocalCluster({workers} workers)"))
+    header["device"] = report.devices(r["job"] for r in records)
     header["jobs_run"] = sum(r["status"] != "skipped" for r in records)
     header["jobs_read"] = sum(r["status"] == "skipped" for r in records)
     # Read run files that predate code versions: their code is unknown (see interfaces/sweep.py).
@@ -536,6 +556,7 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
         table["not_started"] = [label for label in planned if label not in {row["method"] for row in table["rows"]}]
         table["scored_seeds"] = sorted({r["job"]["seed"] for r in recs})
     head = report.header(wall_seconds=0.0, suite=suite, command=command, mode="read only (--finished)")
+    head["device"] = report.devices(jobs)
     head["interim"] = (f"{len(finished)} of {len(records)} runs finished; "
                        f"{len(tables)} of {len(groups)} tables have a finished run")
     head["jobs_read"] = len(finished)

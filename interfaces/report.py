@@ -72,6 +72,18 @@ def header(wall_seconds: float, suite: dict | None, mode: str, command: str = ""
     }
 
 
+def devices(jobs) -> str:
+    """Where the methods of these jobs computed: 'cpu', or e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
+    names = sorted({j.get("device", "cpu") for j in jobs})
+    text = ", ".join(names) or "cpu"
+    if any(n.startswith("cuda") for n in names):
+        import torch
+
+        if torch.cuda.is_available():
+            text += f" ({torch.cuda.get_device_name()})"
+    return text
+
+
 # --- tables ---------------------------------------------------------------------------------
 def _fmt(value, half=None, cost=False) -> str:
     if value is None or not math.isfinite(value):
@@ -242,7 +254,9 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
               "both rows have.") if interim else None, "" if interim else None,
              f"- command: `{head['command']}`" if head.get("command") else None,
              f"- suite: {head['suite']}" if head.get("suite") else None,
-             f"- commit: {head['commit']}", f"- machine: {head['machine']}; {head['software']}",
+             f"- commit: {head['commit']}", f"- machine: {head['machine']}; {head['software']}"
+             + (f"; methods trained and analysed on {head['device']} (truth and forecasts on the CPU)"
+                if head.get("device", "cpu") != "cpu" else ""),
              (f"- read: {head['date']}, {head.get('jobs_read', 0)} finished run files (nothing run or trained)" if interim else
               f"- run: {head['run_mode']}, {head['date']}, wall time {head['wall_seconds']:.0f} s (training included)"
               + _reuse_note(head)),

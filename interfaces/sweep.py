@@ -23,8 +23,10 @@ from typing import Any, Callable, Iterable
 from .allocator import keep_freed_memory
 
 #: The Experiment fields a job may set (everything that defines its numbers).
+# ``device`` is set only off the CPU, so a CPU job's hash (and run file) is what it always was,
+# and a CUDA run is never read back as the CPU one (their float rounding differs).
 JOB_FIELDS = ("model", "method", "obs", "obs_std", "cycles", "burn_in", "members", "seed",
-              "model_options", "method_options", "qc_background", "truth_options", "model_error")
+              "model_options", "method_options", "qc_background", "truth_options", "model_error", "device")
 
 
 def make_job(**fields: Any) -> dict[str, Any]:

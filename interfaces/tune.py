@@ -70,6 +70,7 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
+    compare.add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--json", action="store_true", help="print the tuned entry as JSON")
 
@@ -158,6 +159,8 @@ def command_line(args) -> str:
         parts += ["--truth-set", item]
     if args.model_error is not None:
         parts += ["--model-error", args.model_error]
+    if getattr(args, "device", "cpu") != "cpu":
+        parts += ["--device", args.device]
     if args.descent:
         parts += ["--descent", "--rounds", str(args.rounds)]
     if args.extend_edges:
@@ -214,7 +217,7 @@ class Search:
         given = [f"{k}={v}" for k, v in self.fixed.items()] + [f"{a.method}.{k}={v}" for k, v in zip(self.grid, setting)]
         ns = Namespace(options=given, methods=a.method, model=a.model, obs=[a.obs], obs_std=a.obs_std,
                        seeds=list(self.seeds), cycles=a.cycles, burn_in=a.burn_in, members=a.members,
-                       truth_options=a.truth_options, model_error=a.model_error,
+                       truth_options=a.truth_options, model_error=a.model_error, device=getattr(a, "device", "cpu"),
                        # The one method tuned gets --members even if it prefers one (losda, dps ensembles).
                        members_for_every_method=True)
         return compare.build_jobs(ns, None, self.registry)

@@ -7,6 +7,8 @@ run short experiments on the GPU and compare them with the same runs on the CPU.
 
 from __future__ import annotations
 
+import json
+
 import netCDF4  # noqa: F401 - the run file below is netCDF
 import pytest
 import torch
@@ -194,3 +196,51 @@ def test_a_cuda_run_agrees_with_the_cpu_run(gpu_cache, method, options, toleranc
     error = runs["cpu"].summary["analysis_rmse"]
     assert abs(runs["cuda"].summary["analysis_rmse"] - error) <= tolerance * max(error, 1.0)
     assert float(abs(cpu - gpu).max()) <= tolerance * max(error, 1.0) * 10
+
+
+# --- compare and tune on a device ----------------------------------------------------------
+COMPARE = ["compare", "--model", "lorenz96", "--methods", "free,3dvar", "--obs", "every:2", "--cycles", "6",
+           "--seeds", "1", "--serial", "--no-plots", "--set", "3dvar.b_source=climatology"]
+
+
+def test_compare_and_tune_refuse_a_device_this_machine_lacks_before_any_work(tmp_path, cli, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = cli(*COMPARE, "--device", "cuda", "--out", tmp_path / "cmp")
+    assert code == 2 and err.strip() == "da-harness: error: --device cuda is not available here; valid devices: cpu"
+    assert not (tmp_path / "cmp").exists()
+    code, _, err = cli("tune", "--method", "3dvar", "--seeds", "100", "--grid", "scale=0.5,1", "--device", "tpu",
+                       "--out", tmp_path / "t.toml", "--runs", tmp_path / "runs")
+    assert code == 2 and "--device tpu is not available here" in err and not (tmp_path / "t.toml").exists()
+
+
+def test_a_device_job_is_its_own_job_and_a_cpu_job_keeps_its_hash(monkeypatch):
+    """Off the CPU the job carries its device (a CUDA run is never read back as the CPU one);
+    on the CPU the job has no device field, so the run files of earlier sweeps still match."""
+    from argparse import Namespace
+
+    from interfaces import compare
+    from interfaces.sweep import job_hash
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    base = dict(options=["3dvar.b_source=climatology"], methods="free,3dvar", model="lorenz96", obs=["every:2"],
+                obs_std=None, seeds="2", cycles=6, burn_in=None, members=None)
+    on_cpu = compare.build_jobs(Namespace(**base, device="cpu"), None, get_registry())
+    on_gpu = compare.build_jobs(Namespace(**base, device="cuda"), None, get_registry())
+    assert len(on_cpu) == len(on_gpu) == 4
+    assert all("device" not in j for j in on_cpu) and all(j["device"] == "cuda" for j in on_gpu)
+    assert on_cpu == compare.build_jobs(Namespace(**base), None, get_registry())  # no --device at all
+    assert not {job_hash(j) for j in on_cpu} & {job_hash(j) for j in on_gpu}
+    assert [{k: v for k, v in j.items() if k != "device"} for j in on_gpu] == on_cpu
+
+
+@cuda
+def test_compare_on_cuda_agrees_with_the_cpu_and_says_where_it_ran(tmp_path, cli):
+    code, out, err = cli(*COMPARE, "--json", "--out", tmp_path / "cpu")
+    assert code == 0, err
+    cpu = {r["method"]: r for r in json.loads(out)["tables"][0]["rows"]}
+    code, out, err = cli(*COMPARE, "--json", "--device", "cuda", "--out", tmp_path / "gpu")
+    assert code == 0, err
+    gpu = {r["method"]: r for r in json.loads(out)["tables"][0]["rows"]}
+    for method in ("free", "3dvar"):
+        assert abs(gpu[method]["analysis_rmse"] - cpu[method]["analysis_rmse"]) <= 1e-8 * max(cpu[method]["analysis_rmse"], 1)
+    assert "methods trained and analysed on cuda" in (tmp_path / "gpu" / "results.md").read_text()
