@@ -243,6 +243,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-tune", action="store_true")
     p.add_argument("--skip-compare", action="store_true")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="where the methods train and analyse (tune and compare --device)")
     p.add_argument("--tune-cycles", type=int, default=None, help="cycles of the tuning runs (default the block's)")
     p.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds")
     p.add_argument("--extend-edges", type=int, default=2,
@@ -292,6 +293,7 @@ def main(argv=None) -> int:
                    *model_sets, *truth_sets]
             fixed = block.get("method_options", {}).get(method, {})
             cmd += [f"--set={k}={v}" for k, v in fixed.items()]
+            cmd += on_device(args)
             if members:
                 cmd += ["--members", str(members)]
             for g in grids:
@@ -326,7 +328,13 @@ def compare_command(exe: str, args, family: str, out: str, names: list[str], onl
            "--out", out, "--tables", ",".join(f"{n}$" for n in names)]  # whole names: one may prefix another
     if only:
         cmd += ["--methods", ",".join(sorted(only | UNTUNED))]
-    return cmd
+    return cmd + on_device(args)
+
+
+def on_device(args) -> list[str]:
+    """--device for tune and compare, only off the CPU (their default), so CPU commands read as before."""
+    device = getattr(args, "device", "cpu")
+    return [] if device == "cpu" else ["--device", device]
 
 
 if __name__ == "__main__":

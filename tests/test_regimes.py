@@ -265,4 +265,7 @@ def test_a_whole_table_name_selects_that_table_alone_though_it_prefixes_others()
     assert len(list(rerun_full.tables("regimes", None, None))) == 5
     command = rerun_full.compare_command("da-harness", build_parser().parse_args(["compare"]), "sw", "out",
                                          ["sw-32x64-random0.05"], None)
-    assert command[command.index("--tables") + 1] == "sw-32x64-random0.05$"
+    assert command[command.index("--tables") + 1] == "sw-32x64-random0.05$" and "--device" not in command
+    on_gpu = rerun_full.compare_command("da-harness", build_parser().parse_args(["compare", "--device", "cuda"]), "sw",
+                                        "out", ["sw-32x64-random0.05"], None)
+    assert on_gpu[-2:] == ["--device", "cuda"]
