@@ -109,6 +109,27 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
     yield from (t for t in found if _selected(t[0], selected))
 
 
+def searches(name: str, block: dict, method: str, family: str):
+    """The tuning searches of one method in one table, as (run folder, members, fixed options,
+    grids): one at the block's ensemble size, and for a method tuned per size (the ensemble
+    filters) one more at each other size a variant runs it at, so that no row of a table runs
+    an ensemble size nobody tuned. A variant's own options are held fixed in its search (and
+    left out of its grids); its search has a folder of its own (the size in its name)."""
+    members, grids = GRIDS[family][method]
+    members = block.get("members", {}).get(method, members)
+    fixed = block.get("method_options", {}).get(method, {})
+    yield f"{name}-{method}", members, fixed, grids
+    if members is None:  # tuned once for every size (latent methods: the sample count is theirs)
+        return
+    for variant in block.get("variants", {}).get(method, []):
+        own = {k: v for k, v in variant.items() if k != "members"}
+        size = variant.get("members", members)
+        if size == members:
+            continue
+        kept = [g for g in grids if g.partition("=")[0] not in own]
+        yield f"{name}-{method}-members{size}", size, {**fixed, **own}, kept
+
+
 def run(cmd: list[str], log) -> int:
     log(f"$ {' '.join(cmd)}")
     t0 = time.perf_counter()
@@ -157,29 +178,36 @@ class Archive:
         threading.Thread(target=loop, daemon=True).start()
 
 
-def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: Path, seeds: list[int]) -> str:
-    """One line on a method's tuning for a table: its entry in the tuned file, or how far the
-    search has got (from the archive's slim copies and the local tune runs)."""
+def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: Path, seeds: list[int],
+                folder: str | None = None, members: int | None = None, grids: list[str] | None = None) -> str:
+    """One line on one search of a method for a table (see ``searches``; by default the one at
+    the method's own size): its entry in the tuned file, or how far the search has got (from the
+    archive's slim copies and the local tune runs)."""
+    folder = folder or f"{name}-{method}"
+    grids = GRIDS[family][method][1] if grids is None else grids
     import json
 
     from interfaces import tuned
     from interfaces.sweep import attrs_state, job_code_version, read_attrs
 
-    entry = tuned.find(tuned.read(tuned_file), name, method) if tuned_file.exists() else None
+    entry = tuned.find(tuned.read(tuned_file), name, method, members) if tuned_file.exists() else None
+    if entry and members is not None and entry.get("members") is not None and int(entry["members"]) != int(members):
+        entry = None  # tuned at another size only
+    label = method if folder == f"{name}-{method}" else f"{method} at {members} members"
     if entry:
         chosen = ", ".join(f"{k} {v}" for k, v in entry["chosen"].items())
-        line = (f"  {method}: tuned ({chosen}): {entry.get('score', float('nan')):.4g} on seeds "
+        line = (f"  {label}: tuned ({chosen}): {entry.get('score', float('nan')):.4g} on seeds "
                 f"{','.join(map(str, entry['seeds']))}, {len(entry.get('search', []))} settings searched")
         if entry.get("lowest"):  # the tolerance chose a cheaper setting: say what it gave up
             lowest = ", ".join(f"{k} {v}" for k, v in entry["lowest"]["options"].items())
             line += (f"; the lowest, {lowest}, {entry['lowest']['score']:.4g}, is within its "
                      f"{entry['tolerance']:.0%} tolerance")
         return line
-    keys = [g.partition("=")[0] for g in GRIDS[family][method][1]]
+    keys = [g.partition("=")[0] for g in grids]
     code = job_code_version({"model": family, "method": method})
     scores: dict[tuple, dict[int, float]] = {}
     running, stale = [], 0
-    where = [ROOT / out_root / "archive" / "tune" / f"{name}-{method}", ROOT / "runs" / "tune" / f"{name}-{method}" / "runs"]
+    where = [ROOT / out_root / "archive" / "tune" / folder, ROOT / "runs" / "tune" / folder / "runs"]
     # A finished run is in both folders (its slim copy and the run file): each name counts once.
     files = {p.name: p for d in where if d.is_dir() for p in d.glob("*.nc")}
     for _, path in sorted(files.items()):
@@ -198,7 +226,7 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
             running.append(f"{', '.join(f'{k} {v}' for k, v in setting)} seed {attrs.get('seed')} "
                            f"at cycle {attrs.get('completed_cycles', 0)}")
     finished = {s: sum(v.values()) / len(v) for s, v in scores.items() if set(seeds) <= set(v)}
-    line = f"  {method}: not tuned yet; {len(finished)} setting(s) finished on seeds {','.join(map(str, seeds))}"
+    line = f"  {label}: not tuned yet; {len(finished)} setting(s) finished on seeds {','.join(map(str, seeds))}"
     if finished:
         best = min(finished, key=finished.get)
         line += f", best so far {', '.join(f'{k} {v}' for k, v in best)}: {finished[best]:.4g}"
@@ -221,7 +249,9 @@ def status(args, out_root: str, only: set[str] | None) -> int:
         print(f"{name}: tuning")
         for method in block["methods"]:
             if method not in UNTUNED and (not only or method in only):
-                print(tune_status(name, method, family, out_root, tuned_file, seeds), flush=True)
+                for folder, members, _, grids in searches(name, block, method, family):
+                    print(tune_status(name, method, family, out_root, tuned_file, seeds, folder, members, grids),
+                          flush=True)
         out = f"{out_root}/{family}" if args.suite == "full" else out_root
         if not args.no_archive:
             slim_archive.restore(ROOT / out / "archive" / "compare", ROOT / out / "runs")
@@ -284,26 +314,23 @@ def main(argv=None) -> int:
         for method in block["methods"]:
             if method in UNTUNED or (only and method not in only) or args.skip_tune:
                 continue
-            members, grids = GRIDS[family][method]
-            members = block.get("members", {}).get(method, members)
-            cmd = [exe, "tune", "--suite", args.suite, "--method", method, "--model", family, "--obs", obs,
-                   "--seeds", tuning, "--cycles", str(cycles), "--burn-in", str(burn_in), "--descent",
-                   "--rounds", str(args.rounds), "--extend-edges", str(args.extend_edges),
-                   "--tolerance", str(args.tolerance), "--workers", str(args.workers), "--no-progress",
-                   *model_sets, *truth_sets]
-            fixed = block.get("method_options", {}).get(method, {})
-            cmd += [f"--set={k}={v}" for k, v in fixed.items()]
-            cmd += on_device(args)
-            if members:
-                cmd += ["--members", str(members)]
-            for g in grids:
-                cmd += ["--grid", g]
-            if archive:  # tune's default run folder (interfaces/tune.py)
-                archive.track(ROOT / "runs" / "tune" / f"{name}-{method}" / "runs",
-                              ROOT / out_root / "archive" / "tune" / f"{name}-{method}")
-            run(cmd, log)
-            if archive:
-                archive.sync()
+            for folder, members, fixed, grids in searches(name, block, method, family):
+                cmd = [exe, "tune", "--suite", args.suite, "--method", method, "--model", family, "--obs", obs,
+                       "--seeds", tuning, "--cycles", str(cycles), "--burn-in", str(burn_in), "--descent",
+                       "--rounds", str(args.rounds), "--extend-edges", str(args.extend_edges),
+                       "--tolerance", str(args.tolerance), "--workers", str(args.workers), "--no-progress",
+                       "--runs", f"runs/tune/{folder}", *model_sets, *truth_sets]
+                cmd += [f"--set={k}={v}" for k, v in fixed.items()]
+                cmd += on_device(args)
+                if members:
+                    cmd += ["--members", str(members)]
+                for g in grids:
+                    cmd += ["--grid", g]
+                if archive:
+                    archive.track(ROOT / "runs" / "tune" / folder / "runs", ROOT / out_root / "archive" / "tune" / folder)
+                run(cmd, log)
+                if archive:
+                    archive.sync()
         if not args.skip_compare:
             # One folder per model family (the full suite's sphere tables go beside the Lorenz-96
             # one; benchmarks/results/full/ holds the superseded 50-cycle tables).

@@ -368,14 +368,16 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                     size = args.members  # ensemble methods only (free or 3dvar stay single-member), unless tune's one method
                 applied = _tuned_options(entries, tuned_file, table, m, size, b["scoring_seeds"], {**own, **method_cli[m]},
                                          variant=variant is not None)
-                entry = tuned.find(entries, table, m) if applied else None
+                entry = tuned.find(entries, table, m, size) if applied else None
                 if entry:
                     info["tuning_seeds"].update(entry["seeds"])
                     if variant is None:
                         info["tuned"][m] = applied
                 # What the chosen setting cost per cycle in its tuning runs: compare --plan's
                 # estimate for a row none of whose scoring runs has finished yet.
-                tuning_cost = tuned.seconds_per_cycle(entry) if variant is None else None
+                # A variant counts only when tuned at its own size with nothing of its own beside it.
+                tuning_cost = (tuned.seconds_per_cycle(entry) if variant is None or (entry and not own and entry.get("members"))
+                               else None)
                 for seed in b["scoring_seeds"]:
                     jobs.append(make_job(
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
@@ -451,8 +453,8 @@ def _tuned_options(entries, path, table: str, method: str, members, scoring: lis
                    variant: bool = False) -> dict:
     """The options a tuned file chose for (table, method), less those --set (or a variant's own
     options) override; refuses scoring seeds the tuning used, and an entry tuned at another
-    ensemble size (a variant at another size simply runs untuned: its row says so)."""
-    entry = tuned.find(entries, table, method)
+    ensemble size (a variant at a size with no entry of its own runs untuned: its row says so)."""
+    entry = tuned.find(entries, table, method, members)
     if entry is None:
         return {}
     reused = sorted(set(scoring) & set(entry["seeds"]))

@@ -54,12 +54,25 @@ def read(path) -> list[dict[str, Any]]:
     return entries
 
 
-def find(entries: list[dict], table: str, method: str) -> dict | None:
-    """The entry for (table, method), or None."""
-    for e in entries:
-        if e["table"] == table and e["method"] == method:
+def find(entries: list[dict], table: str, method: str, members: int | None = None) -> dict | None:
+    """The entry for (table, method) that applies at ``members``: one tuned at that ensemble
+    size, else one tuned without a size (a method whose options do not depend on it), else any
+    entry for the pair (tuned at another size: the caller decides), else None."""
+    mine = [e for e in entries if e["table"] == table and e["method"] == method]
+    if members is not None:
+        for e in mine:
+            if e.get("members") is not None and int(e["members"]) == int(members):
+                return e
+    for e in mine:
+        if e.get("members") is None:
             return e
-    return None
+    return mine[0] if mine else None
+
+
+def _same_key(a: dict, b: dict) -> bool:
+    """One entry per (table, method, ensemble size): a method tuned at 20 and at 6 members has two."""
+    size = lambda e: None if e.get("members") is None else int(e["members"])  # noqa: E731
+    return a["table"] == b["table"] and a["method"] == b["method"] and size(a) == size(b)
 
 
 def seconds_per_cycle(entry: dict | None) -> float | None:
@@ -78,20 +91,21 @@ PROVENANCE_KEYS = ("commit", "date", "wall_seconds")
 
 
 def upsert(path, entry: dict[str, Any]) -> bool:
-    """Write ``entry`` into the file, replacing the one for the same table and method; returns
-    False, writing nothing, when that entry already says the same apart from its provenance (a
-    rerun that read every run back keeps the record of the invocation that computed them)."""
+    """Write ``entry`` into the file, replacing the one for the same table, method and ensemble
+    size; returns False, writing nothing, when that entry already says the same apart from its
+    provenance (a rerun that read every run back keeps the record of the invocation that
+    computed them)."""
     import tomllib
 
     path = Path(path)
     entries = read(path) if path.exists() else []
-    old = find(entries, entry["table"], entry["method"])
+    old = next((e for e in entries if _same_key(e, entry)), None)
     if old is not None:
         # Compared as the file would write them (floats, None and NaN scores alike).
         new = tomllib.loads(dumps([entry]))["entry"][0]
         if dumps([_without_provenance(old)]) == dumps([_without_provenance(new)]):
             return False
-    entries = [e for e in entries if not (e["table"] == entry["table"] and e["method"] == entry["method"])]
+    entries = [e for e in entries if not _same_key(e, entry)]
     entries.append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -88,3 +88,32 @@ def test_status_says_what_a_tolerance_gave_up(rerun_full, tmp_path):
     line = rerun_full.tune_status("t", "dps", "sw", str(tmp_path), tuned_file, [100, 101])
     assert line.strip() == ("dps: tuned (zeta 1.0, steps 40): 0.1987 on seeds 100,101, 2 settings searched; "
                             "the lowest, zeta 1.0, steps 80, 0.1981, is within its 1% tolerance")
+
+
+def test_a_variant_at_another_ensemble_size_gets_a_search_of_its_own(rerun_full):
+    """The small LETKF of a regimes table is tuned at its own size (no row runs a size nobody
+    tuned), in a folder of its own; a variant's own options stay fixed and leave the grid;
+    sizeless methods (the latent ones) are searched once."""
+    block = {"members": {"letkf": 20}, "method_options": {"losda": {"preset": "full"}},
+             "variants": {"letkf": [{"members": 6}, {"members": 10, "inflation": 1.1}, {"radius": 3000.0}],
+                          "losda": [{"members": 20, "rtps": 0.5}]}}
+    letkf = list(rerun_full.searches("t", block, "letkf", "sw"))
+    assert [(f, m) for f, m, _, _ in letkf] == [("t-letkf", 20), ("t-letkf-members6", 6), ("t-letkf-members10", 10)]
+    grids = rerun_full.GRIDS["sw"]["letkf"][1]
+    assert letkf[1][2:] == ({}, grids)
+    assert letkf[2][2] == {"inflation": 1.1} and letkf[2][3] == [g for g in grids if not g.startswith("inflation=")]
+    assert [f for f, *_ in rerun_full.searches("t", block, "losda", "sw")] == ["t-losda"]
+    regimes = {name: block for name, _, _, block, _ in rerun_full.tables("regimes", None, None)}
+    for name, b in regimes.items():  # every regimes table tunes its small LETKF
+        assert [m for _, m, _, _ in rerun_full.searches(name, b, "letkf", "sw")] == [20, 6]
+
+
+def test_status_tells_the_searches_of_one_method_apart_by_size(rerun_full, tmp_path):
+    tuned_file = tmp_path / "tuned.toml"
+    tuned_file.write_text(
+        '[[entry]]\ntable = "t"\nmethod = "letkf"\nmembers = 20\nseeds = [100, 101]\nscore = 0.15\n'
+        'chosen = { inflation = 1.0 }\n[[entry.search]]\nscore = 0.15\n')
+    base = rerun_full.tune_status("t", "letkf", "sw", str(tmp_path), tuned_file, [100, 101], "t-letkf", 20)
+    small = rerun_full.tune_status("t", "letkf", "sw", str(tmp_path), tuned_file, [100, 101], "t-letkf-members6", 6)
+    assert base.strip().startswith("letkf: tuned (inflation 1.0): 0.15")
+    assert small.strip().startswith("letkf at 6 members: not tuned yet; 0 setting(s) finished")

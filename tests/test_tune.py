@@ -275,3 +275,40 @@ def test_tolerance_end_to_end_records_what_it_traded(tmp_path, cli):
     code, text, err = cli(*common, "--out", str(out), "--tolerance", f"{margin / 1.02:.6g}",
                           "--cost-options", "max_iter", "--json")
     assert code == 0 and json.loads(text)["chosen"] == {"max_iter": 30} and json.loads(text)["lowest"] is None
+
+
+def test_each_ensemble_size_takes_the_entry_tuned_at_that_size(tmp_path):
+    """A suite running the LETKF at 20 members and a 6-member variant applies each size's own
+    entry; with no entry at 6 the variant runs untuned (never the 20-member choice)."""
+    def entry(members, inflation):
+        return {"table": "lorenz96-every2", "method": "letkf", "members": members, "chosen": {"inflation": inflation},
+                "seeds": [100, 101], "score": 1.0, "search": []}
+
+    path = tmp_path / "tuned.toml"
+    tuned.upsert(path, entry(20, 1.02))
+    tuned.upsert(path, entry(6, 1.2))
+    assert len(tuned.read(path)) == 2  # one entry per size, not one replacing the other
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(f"""name = "s"
+scoring_seeds = [0]
+tuning_seeds = [100, 101]
+tuned = "{path}"
+[[experiments]]
+model = "lorenz96"
+obs = ["every:2"]
+cycles = 12
+methods = ["letkf"]
+members = {{ letkf = 20 }}
+variants = {{ letkf = [{{ members = 6 }}] }}
+""")
+    args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
+                     burn_in=None, members=None)
+
+    def inflation_by_size():
+        jobs = compare.build_jobs(args, compare.load_suite(str(suite_file)), get_registry())
+        return {j["members"]: j["method_options"].get("inflation") for j in jobs}
+
+    assert inflation_by_size() == {20: 1.02, 6: 1.2}
+    path.write_text(tuned.dumps([entry(20, 1.02)]))
+    assert inflation_by_size() == {20: 1.02, 6: None}  # the method's own default: nothing applied
+    assert tuned.find(tuned.read(path), "lorenz96-every2", "letkf", 6)["members"] == 20  # the caller refuses it
