@@ -700,7 +700,30 @@ def label_rows(recs: list[dict]) -> None:
         differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
         for r, c in zip(mine, configs):
             r["variant"] = {k: c.get(k) for k in differing}
-            r["row"] = method + (f" ({', '.join(f'{k}={v}' for k, v in r['variant'].items())})" if differing else "")
+        # Shown plainly: 'members=1' (the method's own size), 'train_data=default', never
+        # 'members=None' or 'train_data='; the raw values where that would make two rows one.
+        preferred = _preferred_members(method)
+        for shown in (lambda k, v: _shown(k, v, preferred), lambda k, v: str(v)):
+            labels = [method + (f" ({', '.join(f'{k}={shown(k, v)}' for k, v in r['variant'].items())})" if differing else "")
+                      for r in mine]
+            distinct = {json.dumps(r["variant"], sort_keys=True, default=str) for r in mine}
+            if len(set(labels)) >= len(distinct):
+                break
+        for r, label in zip(mine, labels):
+            r["row"] = label
+
+
+def _shown(key: str, value, preferred_members) -> str:
+    if key == "members" and value is None and preferred_members is not None:
+        return str(preferred_members)
+    return "default" if value is None or value == "" else str(value)
+
+
+def _preferred_members(method: str):
+    from .registry import get_registry
+
+    entries = get_registry().assimilators
+    return getattr(entries[method].factory, "preferred_members", None) if method in entries else None
 
 
 def _declared_defaults(method: str) -> dict:

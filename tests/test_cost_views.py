@@ -257,3 +257,24 @@ def test_every_table_gets_its_cost_figure_and_equal_cost_line(tmp_path):
     with open(tmp_path / "m-all.csv") as fh:
         header = fh.readline()
     assert "forecasts_per_cycle" in header and "seconds_per_cycle" in header
+
+
+def test_row_labels_show_sizes_and_defaults_plainly_and_stay_distinct():
+    """The regimes table's LO-SDA rows read 'losda (members=1, rtps=0.0, train_data=default)',
+    not 'members=None' and 'train_data='; two configurations never share a label."""
+    from interfaces.compare import label_rows
+
+    def rec(method, members, **options):
+        return {"job": {"method": method, "members": members, "cycles": 10, "burn_in": 2, "obs_std": None,
+                        "method_options": options}}
+
+    recs = [rec("losda", None, rtps=0.0, train_data=""), rec("losda", 20, rtps=0.5, train_data=""),
+            rec("losda", None, rtps=0.0, train_data="jet_speed=70.0")]
+    label_rows(recs)
+    assert [r["row"] for r in recs] == ["losda (members=1, rtps=0.0, train_data=default)",
+                                        "losda (members=20, rtps=0.5, train_data=default)",
+                                        "losda (members=1, rtps=0.0, train_data=jet_speed=70.0)"]
+    # members None is the LETKF's own 20: shown as 20 would merge two rows, so the raw value stays.
+    clash = [rec("letkf", None), rec("letkf", 20)]
+    label_rows(clash)
+    assert [r["row"] for r in clash] == ["letkf (members=None)", "letkf (members=20)"]
