@@ -282,8 +282,12 @@ def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log) -> list[dict]:
     if scheduler:
         client = Client(scheduler)
     else:
+        # No dashboard; the scheduler's HTTP server (health checks) still starts, by default on
+        # port 8787, and warns "Port 8787 is already in use" whenever another sweep runs on the
+        # machine: a free port (":0") instead, chosen silently.
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                               silence_logs=40)
         client = Client(cluster)
     try:
         futures = {client.submit(run_job, job, run_dir, cache_dir, pure=False, key=f"job-{job_hash(job)}-{i}"): i

@@ -39,11 +39,28 @@ def serial_sweep(tmp_path_factory):
 
 
 def test_serial_and_local_cluster_give_identical_numbers(serial_sweep, tmp_path):
+    import socket
+    import warnings
+
     out, cache, serial = serial_sweep
     # One job with an option its method does not declare: it fails inside a worker, alone.
     bad = sweep.make_job(model="lorenz96", method="3dvar", obs="every:2", cycles=12, burn_in=3, seed=0,
                          method_options={"no_such_option": 1})
-    records = sweep.run_jobs(tiny_jobs() + [bad], tmp_path / "runs", mode="dask", workers=2, cache_dir=str(cache))
+    # Port 8787 busy, as when another sweep runs on the machine: the cluster says nothing of it.
+    busy = socket.socket()
+    try:
+        busy.bind(("0.0.0.0", 8787))
+        busy.listen()
+    except OSError:
+        pass  # already held by another process: busy all the same
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            records = sweep.run_jobs(tiny_jobs() + [bad], tmp_path / "runs", mode="dask", workers=2,
+                                     cache_dir=str(cache))
+    finally:
+        busy.close()
+    assert not [w for w in caught if "already in use" in str(w.message)]
     assert [r["status"] for r in records[:-1]] == ["complete"] * 6
     assert records[-1]["status"] == "failed" and "no_such_option" in records[-1]["error"]
     assert scores(records[:-1]) == scores(serial["records"])
