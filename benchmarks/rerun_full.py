@@ -182,27 +182,15 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
                 folder: str | None = None, members: int | None = None, grids: list[str] | None = None) -> str:
     """One line on one search of a method for a table (see ``searches``; by default the one at
     the method's own size): its entry in the tuned file, or how far the search has got (from the
-    archive's slim copies and the local tune runs)."""
-    folder = folder or f"{name}-{method}"
-    grids = GRIDS[family][method][1] if grids is None else grids
+    archive's slim copies and the local tune runs); an entry whose search is running again
+    (runs part-way in its folder) says so."""
     import json
 
     from interfaces import tuned
     from interfaces.sweep import attrs_state, job_code_version, read_attrs
 
-    entry = tuned.find(tuned.read(tuned_file), name, method, members) if tuned_file.exists() else None
-    if entry and members is not None and entry.get("members") is not None and int(entry["members"]) != int(members):
-        entry = None  # tuned at another size only
-    label = method if folder == f"{name}-{method}" else f"{method} at {members} members"
-    if entry:
-        chosen = ", ".join(f"{k} {v}" for k, v in entry["chosen"].items())
-        line = (f"  {label}: tuned ({chosen}): {entry.get('score', float('nan')):.4g} on seeds "
-                f"{','.join(map(str, entry['seeds']))}, {len(entry.get('search', []))} settings searched")
-        if entry.get("lowest"):  # the tolerance chose a cheaper setting: say what it gave up
-            lowest = ", ".join(f"{k} {v}" for k, v in entry["lowest"]["options"].items())
-            line += (f"; the lowest, {lowest}, {entry['lowest']['score']:.4g}, is within its "
-                     f"{entry['tolerance']:.0%} tolerance")
-        return line
+    folder = folder or f"{name}-{method}"
+    grids = GRIDS[family][method][1] if grids is None else grids
     keys = [g.partition("=")[0] for g in grids]
     code = job_code_version({"model": family, "method": method})
     scores: dict[tuple, dict[int, float]] = {}
@@ -225,6 +213,22 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
         else:
             running.append(f"{', '.join(f'{k} {v}' for k, v in setting)} seed {attrs.get('seed')} "
                            f"at cycle {attrs.get('completed_cycles', 0)}")
+
+    entry = tuned.find(tuned.read(tuned_file), name, method, members) if tuned_file.exists() else None
+    if entry and members is not None and entry.get("members") is not None and int(entry["members"]) != int(members):
+        entry = None  # tuned at another size only
+    label = method if folder == f"{name}-{method}" else f"{method} at {members} members"
+    if entry:
+        chosen = ", ".join(f"{k} {v}" for k, v in entry["chosen"].items())
+        line = (f"  {label}: tuned ({chosen}): {entry.get('score', float('nan')):.4g} on seeds "
+                f"{','.join(map(str, entry['seeds']))}, {len(entry.get('search', []))} settings searched")
+        if entry.get("lowest"):  # the tolerance chose a cheaper setting: say what it gave up
+            lowest = ", ".join(f"{k} {v}" for k, v in entry["lowest"]["options"].items())
+            line += (f"; the lowest, {lowest}, {entry['lowest']['score']:.4g}, is within its "
+                     f"{entry['tolerance']:.0%} tolerance")
+        if running:  # the entry may be replaced when that search ends
+            line += f"; searched again now, part-way: {'; '.join(running)}"
+        return line
     finished = {s: sum(v.values()) / len(v) for s, v in scores.items() if set(seeds) <= set(v)}
     line = f"  {label}: not tuned yet; {len(finished)} setting(s) finished on seeds {','.join(map(str, seeds))}"
     if finished:

@@ -117,3 +117,17 @@ def test_status_tells_the_searches_of_one_method_apart_by_size(rerun_full, tmp_p
     small = rerun_full.tune_status("t", "letkf", "sw", str(tmp_path), tuned_file, [100, 101], "t-letkf-members6", 6)
     assert base.strip().startswith("letkf: tuned (inflation 1.0): 0.15")
     assert small.strip().startswith("letkf at 6 members: not tuned yet; 0 setting(s) finished")
+
+
+def test_status_says_when_a_tuned_method_is_searched_again(rerun_full, searched, monkeypatch):
+    """An entry whose folder holds a run part-way (its search running again) says so."""
+    local = searched["repo"]
+    monkeypatch.setattr(rerun_full, "ROOT", local)
+    tuned_file = local / "tuned.toml"
+    tuned_file.write_text(
+        f'[[entry]]\ntable = "{searched["table"]}"\nmethod = "3dvar"\nseeds = [100, 101]\nscore = 1.25\n'
+        '[entry.chosen]\nscale = 2.0\n[[entry.search]]\nscore = 1.25\n')
+    line = rerun_full.tune_status(searched["table"], "3dvar", "lorenz96", str(searched["out_root"]), tuned_file,
+                                  [100, 101])
+    assert line.strip().startswith("3dvar: tuned (scale 2.0): 1.25")
+    assert line.endswith("; searched again now, part-way: scale 4.0 seed 100 at cycle 5")
