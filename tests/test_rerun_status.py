@@ -106,6 +106,10 @@ def test_a_variant_at_another_ensemble_size_gets_a_search_of_its_own(rerun_full)
     regimes = {name: block for name, _, _, block, _ in rerun_full.tables("regimes", None, None)}
     for name, b in regimes.items():  # every regimes table tunes its small LETKF
         assert [m for _, m, _, _ in rerun_full.searches(name, b, "letkf", "sw")] == [20, 6]
+    full = {name: block for name, _, _, block, _ in rerun_full.tables("full", "sw-32x64", None)}
+    assert len(full) == 2
+    for name, b in full.items():  # and the full suite's 32x64 tables their 6- and 10-member ones
+        assert [m for _, m, _, _ in rerun_full.searches(name, b, "letkf", "sw")] == [20, 6, 10]
 
 
 def test_status_tells_the_searches_of_one_method_apart_by_size(rerun_full, tmp_path):
