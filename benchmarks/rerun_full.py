@@ -215,7 +215,7 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
                            f"at cycle {attrs.get('completed_cycles', 0)}")
 
     entry = tuned.find(tuned.read(tuned_file), name, method, members) if tuned_file.exists() else None
-    if entry and members is not None and entry.get("members") is not None and int(entry["members"]) != int(members):
+    if entry and tuned.at_other_size(entry, members):
         entry = None  # tuned at another size only
     label = method if folder == f"{name}-{method}" else f"{method} at {members} members"
     if entry:

@@ -376,8 +376,8 @@ def build_jobs(args, suite, registry, protocol: dict | None = None) -> list[dict
                 # What the chosen setting cost per cycle in its tuning runs: compare --plan's
                 # estimate for a row none of whose scoring runs has finished yet.
                 # A variant counts only when tuned at its own size with nothing of its own beside it.
-                tuning_cost = (tuned.seconds_per_cycle(entry) if variant is None or (entry and not own and entry.get("members"))
-                               else None)
+                own_search = variant is None or (entry is not None and not own and tuned.tuned_size(entry) == size)
+                tuning_cost = tuned.seconds_per_cycle(entry) if own_search else None
                 for seed in b["scoring_seeds"]:
                     jobs.append(make_job(
                         model=model, method=m, obs=obs, obs_std=args.obs_std or b.get("obs_std"),
@@ -461,7 +461,7 @@ def _tuned_options(entries, path, table: str, method: str, members, scoring: lis
     if reused:
         raise UsageError(f"{method} on {table}: scoring seeds {', '.join(map(str, reused))} were used to tune the "
                          f"options applied from '{path}'; score on other seeds or retune on held-out ones")
-    if entry.get("members") is not None and members is not None and int(entry["members"]) != int(members):
+    if tuned.at_other_size(entry, members):
         if variant:
             return {}
         raise UsageError(f"{method} on {table}: '{path}' was tuned with {entry['members']} members, this table "
@@ -702,11 +702,11 @@ def label_rows(recs: list[dict]) -> None:
             r["variant"] = {k: c.get(k) for k in differing}
         # Shown plainly: 'members=1' (the method's own size), 'train_data=default', never
         # 'members=None' or 'train_data='; the raw values where that would make two rows one.
-        preferred = _preferred_members(method)
+        preferred = getattr(_factory(method), "preferred_members", None)
+        distinct = {json.dumps(r["variant"], sort_keys=True, default=str) for r in mine}
         for shown in (lambda k, v: _shown(k, v, preferred), lambda k, v: str(v)):
             labels = [method + (f" ({', '.join(f'{k}={shown(k, v)}' for k, v in r['variant'].items())})" if differing else "")
                       for r in mine]
-            distinct = {json.dumps(r["variant"], sort_keys=True, default=str) for r in mine}
             if len(set(labels)) >= len(distinct):
                 break
         for r, label in zip(mine, labels):
@@ -719,19 +719,17 @@ def _shown(key: str, value, preferred_members) -> str:
     return "default" if value is None or value == "" else str(value)
 
 
-def _preferred_members(method: str):
+def _factory(method: str):
+    """The method's class (or factory) as registered; None for a method the registry does not know."""
     from .registry import get_registry
 
     entries = get_registry().assimilators
-    return getattr(entries[method].factory, "preferred_members", None) if method in entries else None
+    return entries[method].factory if method in entries else None
 
 
 def _declared_defaults(method: str) -> dict:
     """The option defaults a method declares ({} for a method the registry does not know)."""
-    from .registry import get_registry
-
-    entries = get_registry().assimilators
-    return dict(getattr(entries[method].factory, "defaults", {})) if method in entries else {}
+    return dict(getattr(_factory(method), "defaults", {}))
 
 
 def _pair_rows(rows: list[dict], a: str, b: str) -> tuple[str, str] | None:

@@ -61,18 +61,27 @@ def find(entries: list[dict], table: str, method: str, members: int | None = Non
     mine = [e for e in entries if e["table"] == table and e["method"] == method]
     if members is not None:
         for e in mine:
-            if e.get("members") is not None and int(e["members"]) == int(members):
+            if tuned_size(e) == int(members):
                 return e
     for e in mine:
-        if e.get("members") is None:
+        if tuned_size(e) is None:
             return e
     return mine[0] if mine else None
 
 
+def tuned_size(entry: dict) -> int | None:
+    """The ensemble size an entry was tuned at; None for one tuned without a size."""
+    return None if entry.get("members") is None else int(entry["members"])
+
+
+def at_other_size(entry: dict, members: int | None) -> bool:
+    """Whether ``entry`` was tuned at a size other than ``members`` (both known): it does not apply."""
+    return members is not None and tuned_size(entry) not in (None, int(members))
+
+
 def _same_key(a: dict, b: dict) -> bool:
     """One entry per (table, method, ensemble size): a method tuned at 20 and at 6 members has two."""
-    size = lambda e: None if e.get("members") is None else int(e["members"])  # noqa: E731
-    return a["table"] == b["table"] and a["method"] == b["method"] and size(a) == size(b)
+    return a["table"] == b["table"] and a["method"] == b["method"] and tuned_size(a) == tuned_size(b)
 
 
 def seconds_per_cycle(entry: dict | None) -> float | None:
