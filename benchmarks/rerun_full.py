@@ -14,8 +14,9 @@ missing or was made by other code. Run it in the background with a log:
 
 Grids are searched by coordinate descent from the first value of each list (the current
 default first), so a method is never scored at a worse setting than the one it had; a numeric
-choice at the edge of its list grows the list by one value beyond it, up to twice
-(`tune --extend-edges`). Every method is tuned with the same `--tolerance` (1 %): a setting with
+choice at the edge of its list grows the list by one value beyond it, each list at most twice
+(`tune --extend-edges`; a choice left at an edge is recorded in the entry's `at_edge` and shown
+by `--status`). Every method is tuned with the same `--tolerance` (1 %): a setting with
 fewer reverse steps or samples wins when its score is within 1 % of the lowest, so no method
 pays twice the cost for a difference below the tuning seeds' noise. The Lorenz-96 and sphere
 5 % full-suite tables were tuned before this rule (with none); applied to their recorded searches
@@ -226,6 +227,8 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
             lowest = ", ".join(f"{k} {v}" for k, v in entry["lowest"]["options"].items())
             line += (f"; the lowest, {lowest}, {entry['lowest']['score']:.4g}, is within its "
                      f"{entry['tolerance']:.0%} tolerance")
+        if entry.get("at_edge"):  # the search stopped at the edge of a list: the optimum may lie beyond
+            line += "; at the edge of its search: " + ", ".join(f"{k} ({side})" for k, side in entry["at_edge"].items())
         if running:  # the entry may be replaced when that search ends
             line += f"; searched again now, part-way: {'; '.join(running)}"
         return line

@@ -48,7 +48,8 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--rounds", type=int, default=3, help="most coordinate-descent rounds (default 3)")
     p.add_argument("--extend-edges", type=int, default=0, metavar="K",
                    help="with --descent: when a numeric option's choice is the smallest or largest value of its "
-                        "list, add one value beyond it and descend again, at most K times (default 0: never)")
+                        "list, add one value beyond it and descend again; each option's list grows at most K "
+                        "times (default 0: never)")
     p.add_argument("--tolerance", type=float, default=0.0, metavar="REL",
                    help="choose the cheapest setting (smallest product of the --cost-options' values) whose score "
                         "is within REL of the lowest, relative (0.01 = 1 %%); default 0: the lowest score")
@@ -295,17 +296,21 @@ class Search:
                                                         "score": self.scores[lowest]["score"]},
                 "fixed": {k: v for k, v in job["method_options"].items() if k in self.fixed},
                 "extended": {k: [float(x) for x in v] for k, v in self.extended.items()} or None,
+                # A choice at the edge of its list: the reader should know the search stopped there.
+                "at_edge": self.at_edge(best),
                 "search": list(self.scores.values())}
 
     def descend(self, bar) -> None:
         """Coordinate descent: from each list's first value, move one option at a time to its
-        best value with the others held, until a round changes nothing. With --extend-edges, a
+        best value with the others held, until a round changes nothing. With --extend-edges K, a
         choice at the edge of a numeric list grows the list by one value beyond it and the
-        descent goes on from there (a by-hand tuner's "the optimum may lie outside the grid")."""
+        descent goes on from there (a by-hand tuner's "the optimum may lie outside the grid"),
+        until no choice is at an edge that may still grow: each option's list grows at most K
+        times. The budget is per option, so an option that reaches its edge only after another
+        one's growth is still followed (the 6-member LETKF's additive inflation reached 0.2, its
+        list's edge, after inflation had grown twice)."""
         current = self._descend_from(tuple(v[0] for v in self.grid.values()), bar)
-        for _ in range(self.args.extend_edges):
-            if not self._extend_edges(current):
-                return
+        while self._extend_edges(current):
             current = self._descend_from(current, bar)
 
     def _descend_from(self, current: tuple[str, ...], bar) -> tuple[str, ...]:
@@ -323,24 +328,45 @@ class Search:
         return current
 
     def _extend_edges(self, current: tuple[str, ...]) -> bool:
-        """Add one value beyond the edge for each option chosen at an edge; False if none grew.
-        A value the method refuses (rtps above 1, a negative radius) is not added."""
+        """Add one value beyond the edge for each option chosen at an edge whose list has grown
+        fewer than --extend-edges times; False if none grew."""
         grown = False
         for i, key in enumerate(self.grid):
-            new = edge_extension(self.grid[key], current[i])
-            if new is None or new in self.grid[key]:
+            if len(self.extended.get(key, [])) >= self.args.extend_edges:
                 continue
-            # build_jobs types the options but does not range-check them: the method's own
-            # constructor does, as the run would.
-            job = self.jobs(current[:i] + (new,) + current[i + 1:])[0]
-            try:
-                instantiate_method(self.registry, self.args.method, job["method_options"], model=job["model"])
-            except UsageError:
+            new = self._beyond_edge(current, i)
+            if new is None or new in self.grid[key]:
                 continue
             self.grid[key].append(new)
             self.extended.setdefault(key, []).append(new)
             grown = True
         return grown
+
+    def _beyond_edge(self, setting: tuple[str, ...], i: int) -> str | None:
+        """The value one step past the edge that option ``i`` of ``setting`` sits at, or None:
+        an interior or non-numeric choice, or a value the method refuses (rtps above 1, a
+        negative radius: a natural bound, not a grid's edge)."""
+        new = edge_extension(self.grid[list(self.grid)[i]], setting[i])
+        if new is None:
+            return None
+        # build_jobs types the options but does not range-check them: the method's own
+        # constructor does, as the run would.
+        job = self.jobs(setting[:i] + (new,) + setting[i + 1:])[0]
+        try:
+            instantiate_method(self.registry, self.args.method, job["method_options"], model=job["model"])
+        except UsageError:
+            return None
+        return new
+
+    def at_edge(self, setting: tuple[str, ...]) -> dict[str, str] | None:
+        """{option: 'lower' | 'upper'} for each choice at the edge of its searched list that the
+        search could have gone past (the optimum may lie beyond it), or None."""
+        edges = {}
+        for i, key in enumerate(self.grid):
+            new = self._beyond_edge(setting, i)
+            if new is not None and new not in self.grid[key]:
+                edges[key] = "lower" if float(new) < float(setting[i]) else "upper"
+        return edges or None
 
 
 def edge_extension(values: list[str], chosen: str) -> str | None:
@@ -378,6 +404,12 @@ def search_table(entry: dict) -> str:
         lowest = entry.get("lowest") and s["options"] == entry["lowest"]["options"]
         lines.append("| " + " | ".join([*(str(s["options"][k]) for k in keys), score, time_ci, stationary,
                                         "chosen" if chosen else "lowest" if lowest else ""]) + " |")
+    if entry.get("at_edge"):
+        grown = entry.get("extended") or {}
+        parts = [f"{k} {entry['chosen'][k]} ({side}; its list grew {len(grown.get(k, []))} time(s))"
+                 for k, side in entry["at_edge"].items()]
+        lines += ["", f"At the edge of the search: {'; '.join(parts)}. The optimum may lie beyond it "
+                      "(--extend-edges K grows each list at most K times)."]
     if entry.get("lowest"):
         margin = entry["score"] / entry["lowest"]["score"] - 1
         lines += ["", f"Chosen: the cheapest setting (product of {', '.join(entry['cost_options'])}) within "

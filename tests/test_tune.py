@@ -212,6 +212,39 @@ def test_extend_edges_skips_a_value_the_method_refuses(tmp_path):
     assert search.extended == {"inflation": ["1.1025"]}
 
 
+def test_each_option_has_its_own_extension_budget_and_an_edge_left_is_recorded(tmp_path):
+    """The 6-member LETKF's search on the imperfect-physics table: inflation's list grew twice
+    (to 0.952, then 0.907), and only then did additive inflation reach its list's edge (0.2). A
+    budget of K extension passes stopped there; a budget per option grows additive's list too
+    (to 0.4), and the choice left at an edge (inflation, its budget spent) is recorded."""
+    from interfaces.tune import Search, search_table
+
+    args = Namespace(method="letkf", model="lorenz96", obs="every:2", obs_std=None, cycles=10, burn_in=2,
+                     members=None, options=[], truth_options=[], model_error=None, runs=str(tmp_path),
+                     extend_edges=2, rounds=3, descent=True)
+    search = Search(args, get_registry(), {"inflation": ["1.0", "1.05", "1.1"], "additive": ["0", "0.1", "0.2"]}, [100])
+
+    def score(inflation, additive):  # optimum at inflation 0.8; the best additive grows as inflation falls
+        return (inflation - 0.8) ** 2 + (additive - 0.1 - (1.0 - inflation)) ** 2
+
+    def evaluate(settings, bar):
+        for s in settings:
+            search.scores.setdefault(s, {"score": score(*map(float, s)), "options": dict(zip(search.grid, s))})
+
+    search.evaluate = evaluate
+    search.descend(None)
+    assert search.extended == {"inflation": ["0.952381", "0.90703"], "additive": ["0.4"]}
+    best = search.pick(list(search.scores))
+    assert best == ("0.90703", "0.2")  # additive 0.2 is interior now that 0.4 was tried
+    assert search.at_edge(best) == {"inflation": "lower"}  # 0.864 was never tried
+    assert search.at_edge(("1.0", "0.1")) is None
+    entry = {"table": "t", "method": "letkf", "seeds": [100], "cycles": 10, "burn_in": 2,
+             "chosen": {"inflation": 0.90703, "additive": 0.2}, "score": 0.0115, "at_edge": search.at_edge(best),
+             "extended": {k: [float(v) for v in vs] for k, vs in search.extended.items()}, "search": []}
+    assert ("At the edge of the search: inflation 0.90703 (lower; its list grew 2 time(s))"
+            in search_table(entry))
+
+
 def _search_with_scores(tmp_path, scores: dict, tolerance: float, cost_options: str = "max_iter,nmc_samples"):
     from interfaces.tune import Search
 
