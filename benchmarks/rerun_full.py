@@ -49,8 +49,9 @@ GRIDS = {
         "3dvar": (None, ["scale=2,1,4,0.5,8"]),
         "enkf": (40, ["inflation=1.03,1.0,1.02,1.05,1.1", "rtps=0,0.3,0.6"]),
         "letkf": (20, ["inflation=1.0,1.02,1.05", "rtps=0.1,0,0.3,0.6", "radius=0,2,8"]),
-        # The latent methods cost 0.1-0.15 s per cycle: one descent round over two values each.
-        "l3dvar": (None, ["b_scale=1,2", "output=decode,increment"]),
+        # The latent methods cost 0.015-0.2 s per cycle. b_scale spans the values the first
+        # search (by hand, 2026-12-01) tried: it chose 0.1, the edge of 1-0.1.
+        "l3dvar": (None, ["b_scale=1,0.5,0.25,0.1", "output=decode,increment"]),
         "dps": (None, ["zeta=0.2,0.5", "steps=10,20", "output=decode,increment"]),
         "losda": (None, ["prox=0.5,1", "output=decode,increment", "steps=10,20"]),
     },
