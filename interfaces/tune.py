@@ -335,7 +335,7 @@ class Search:
             if len(self.extended.get(key, [])) >= self.args.extend_edges:
                 continue
             new = self._beyond_edge(current, i)
-            if new is None or new in self.grid[key]:
+            if new is None:
                 continue
             self.grid[key].append(new)
             self.extended.setdefault(key, []).append(new)
@@ -343,11 +343,12 @@ class Search:
         return grown
 
     def _beyond_edge(self, setting: tuple[str, ...], i: int) -> str | None:
-        """The value one step past the edge that option ``i`` of ``setting`` sits at, or None:
-        an interior or non-numeric choice, or a value the method refuses (rtps above 1, a
-        negative radius: a natural bound, not a grid's edge)."""
-        new = edge_extension(self.grid[list(self.grid)[i]], setting[i])
-        if new is None:
+        """The value one step past the edge that option ``i`` of ``setting`` sits at, not in its
+        list yet, or None: an interior or non-numeric choice, or a value the method refuses (rtps
+        above 1, a negative radius: a natural bound, not a grid's edge)."""
+        values = self.grid[list(self.grid)[i]]
+        new = edge_extension(values, setting[i])
+        if new is None or new in values:
             return None
         # build_jobs types the options but does not range-check them: the method's own
         # constructor does, as the run would.
@@ -364,7 +365,7 @@ class Search:
         edges = {}
         for i, key in enumerate(self.grid):
             new = self._beyond_edge(setting, i)
-            if new is not None and new not in self.grid[key]:
+            if new is not None:
                 edges[key] = "lower" if float(new) < float(setting[i]) else "upper"
         return edges or None
 
