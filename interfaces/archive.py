@@ -10,6 +10,10 @@ file keeps its name (the job's hash), so a restored copy is found where the run 
 and its code version, so a copy made by other code is rerun like any stale run file.
 
 Only the map plots need fields: `report` draws them from full run files and leaves slim ones out.
+
+Failure records (a diverged job's ``.failed.json``, interfaces/failures.py) are archived and
+restored as they are: a few hundred bytes each, and without them a fresh machine would run every
+diverging setting of a search again to learn that it diverges.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import failures
 from .sweep import file_state
 
 #: The attribute that marks a slim copy; its value says what was dropped.
@@ -81,7 +86,8 @@ def slim(src, dst) -> Path:
 
 def sync(run_dir, archive_dir) -> list[Path]:
     """Slim every complete run file under ``run_dir`` into ``archive_dir`` (same relative path),
-    unless the archive already holds a copy of it made by the same code. Returns what was written."""
+    unless the archive already holds a copy of it made by the same code, and copy each failure
+    record that the archive lacks or holds in another version. Returns what was written."""
     run_dir, archive_dir = Path(run_dir), Path(archive_dir)
     written = []
     for src in sorted(run_dir.rglob("*.nc")) if run_dir.exists() else []:
@@ -92,15 +98,23 @@ def sync(run_dir, archive_dir) -> list[Path]:
         if file_state(dst)[0::2] == ("complete", code):
             continue
         written.append(slim(src, dst))
+    for src in sorted(run_dir.rglob("*" + failures.SUFFIX)) if run_dir.exists() else []:
+        dst = archive_dir / src.relative_to(run_dir)
+        if dst.exists() and dst.read_bytes() == src.read_bytes():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        written.append(dst)
     return written
 
 
 def restore(archive_dir, run_dir) -> list[Path]:
-    """Copy each archived slim file into ``run_dir`` where no run file of that name exists (a
-    full run file is never replaced). Returns what was copied."""
+    """Copy each archived slim file (and failure record) into ``run_dir`` where no file of that
+    name exists (a full run file is never replaced). Returns what was copied."""
     archive_dir, run_dir = Path(archive_dir), Path(run_dir)
     copied = []
-    for src in sorted(archive_dir.rglob("*.nc")) if archive_dir.exists() else []:
+    found = [*archive_dir.rglob("*.nc"), *archive_dir.rglob("*" + failures.SUFFIX)] if archive_dir.exists() else []
+    for src in sorted(found):
         dst = run_dir / src.relative_to(archive_dir)
         if not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)

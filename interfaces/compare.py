@@ -68,6 +68,9 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--plan", action="store_true",
                    help="say, per table and row, which seeds are done, part-way or still to run in --out, with "
                         "an estimate of the seconds left; nothing is run or trained")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the jobs whose failure (a divergence) an earlier run recorded beside its run file; "
+                        "by default such a job is read back as failed while the code is unchanged")
     p.add_argument("--finished", action="store_true",
                    help="interim tables from the runs already finished in --out, written to OUT/interim/ (the final "
                         "tables are untouched); each row says how many of its seeds it has; nothing is run or trained")
@@ -119,7 +122,7 @@ def cmd_compare(args, registry) -> int:
         return 0
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
                      cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
-                     command=_command_line(), pairs=pairs, protocol=protocol)
+                     command=_command_line(), pairs=pairs, protocol=protocol, retry_failed=args.retry_failed)
     if args.json:
         print(json.dumps(_clean(result["json"]), default=str))
     else:
@@ -482,8 +485,10 @@ def _typed(model_opts: dict, method_opts: dict[str, dict], model: str, registry)
 
 # --- running and aggregating ----------------------------------------------------------------
 def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, scheduler=None, cache_dir=None,
-            plots=True, started=None, suite=None, log=None, command="", pairs=(), protocol=None) -> dict[str, Any]:
-    """Warm the caches and train, run the sweep, write tables and plots; return what was made."""
+            plots=True, started=None, suite=None, log=None, command="", pairs=(), protocol=None,
+            retry_failed=False) -> dict[str, Any]:
+    """Warm the caches and train, run the sweep, write tables and plots; return what was made.
+    A job whose failure is recorded is read back as failed unless ``retry_failed``."""
     from . import report, sweep
 
     started = started or time.perf_counter()
@@ -493,11 +498,12 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     # reports them.
     times_file = out / "runs" / "train_seconds.json"
     train_seconds = {tuple(k): v for k, v in json.loads(times_file.read_text())} if times_file.exists() else {}
-    train_seconds.update(sweep.warm_up(sweep.pending(jobs, out / "runs", registry), registry, cache_dir, log))
+    train_seconds.update(sweep.warm_up(sweep.pending(jobs, out / "runs", registry, retry_failed), registry, cache_dir, log))
     times_file.parent.mkdir(parents=True, exist_ok=True)
     times_file.write_text(json.dumps([[list(k), v] for k, v in train_seconds.items()]))
     records = sweep.run_jobs(jobs, out / "runs", mode="serial" if serial else "dask", workers=workers,
-                             scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None, log=log)
+                             scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None, log=log,
+                             retry_failed=retry_failed)
     for r in records:
         if r["status"] != "failed":
             # The run file's own record first; the warm-up's timing for run files that lack one.
@@ -511,8 +517,9 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     header = report.header(wall_seconds=time.perf_counter() - started, suite=suite, command=command,
                            mode="serial" if serial else (scheduler or f"LocalCluster({workers} workers)"))
     header["device"] = report.devices(r["job"] for r in records)
-    header["jobs_run"] = sum(r["status"] != "skipped" for r in records)
+    header["jobs_run"] = sum(r["status"] != "skipped" and not r.get("recorded") for r in records)
     header["jobs_read"] = sum(r["status"] == "skipped" for r in records)
+    header["failures_read"] = sum(bool(r.get("recorded")) for r in records)
     # Read run files that predate code versions: their code is unknown (see interfaces/sweep.py).
     header["jobs_read_unversioned"] = sum(r.get("code") == "unrecorded" for r in records)
     header["seconds_by_method"] = seconds_by_method(records)
@@ -537,7 +544,7 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
         record = sweep.finished_record(job, out / "runs", registry)
         if record is None:
             record = {"job": job, "status": "owed", "file": str(sweep.run_path(out / "runs", job))}
-        else:
+        elif record["status"] != "failed":  # a recorded failure counts as finished, and failed
             record["series"] = sweep.scored_series(record["file"], record["summary"].get("burn_in") or 0)
         records.append(record)
     groups = by_table(records)
@@ -561,10 +568,12 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
     head["device"] = report.devices(jobs)
     head["interim"] = (f"{len(finished)} of {len(records)} runs finished; "
                        f"{len(tables)} of {len(groups)} tables have a finished run")
-    head["jobs_read"] = len(finished)
+    head["jobs_read"] = sum(r["status"] == "skipped" for r in finished)
+    head["failures_read"] = len(finished) - head["jobs_read"]
     head["seconds_by_method"] = seconds_by_method(finished)
     files = report.write_all(tables, finished, out / "interim", head, plots=plots)
-    markdown, summary = _write_documents(out / "interim", tables, [], head, files,
+    markdown, summary = _write_documents(out / "interim", tables, [r for r in finished if r["status"] == "failed"],
+                                         head, files,
                                          owed=[{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"])
     return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
 

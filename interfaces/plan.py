@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import failures
 from .grouping import group_name
 from .sweep import attrs_state, job_code_version, job_hash, read_attrs, run_path
 
@@ -21,7 +22,8 @@ from .sweep import attrs_state, job_code_version, job_hash, read_attrs, run_path
 def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One entry per (table, row) of ``records`` ({"job", "row"} each, rows labelled as the
     tables will label them), in the order the jobs come: seeds done, partial runs with their
-    cycle, seeds to run (missing, or made by other code: 'stale'), and an estimate of the
+    cycle, seeds failed as recorded by an earlier run (finished: a rerun reads the failure back),
+    seeds to run (missing, or made by other code: 'stale'), and an estimate of the
     seconds still to spend: from the row's finished runs, else from ``tuning_cost`` ({job hash:
     seconds per cycle of its tuning runs}; ``estimated_from`` says which), else None."""
     tuning_cost = tuning_cost or {}
@@ -29,18 +31,22 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
     for r in records:
         job = r["job"]
         key = (group_name(job), r["row"])
-        row = rows.setdefault(key, {"table": key[0], "row": key[1], "seeds": 0, "done": [], "partial": {},
+        row = rows.setdefault(key, {"table": key[0], "row": key[1], "seeds": 0, "done": [], "failed": [], "partial": {},
                                     "to_run": [], "stale": [], "seconds_per_cycle": [], "cycles": job["cycles"],
                                     "cycles_owed": 0, "tuning_cost": tuning_cost.get(job_hash(job))})
         row["seeds"] += 1
         # One read of the file's attributes: its state, and for a partial run its cycles written.
-        attrs = read_attrs(run_path(run_dir, job))
-        status, summary, _ = attrs_state(attrs, job_code_version(job, registry)) if attrs else ("missing", None, "")
+        path, code = run_path(run_dir, job), job_code_version(job, registry)
+        attrs = read_attrs(path)
+        status, summary, _ = attrs_state(attrs, code) if attrs else ("missing", None, "")
         seed = job["seed"]
         if status == "complete":
             row["done"].append(seed)
             if summary and summary.get("seconds_per_cycle"):
                 row["seconds_per_cycle"].append(float(summary["seconds_per_cycle"]))
+            continue
+        if failures.read(path, code):
+            row["failed"].append(seed)
             continue
         if status == "partial":
             done = int(attrs.get("completed_cycles", 0))
@@ -77,8 +83,11 @@ def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
                                             + ("*" if row["estimated_from"] == "tuning runs" else " "))
         to_run = len(row["to_run"]) + len(row["stale"])
         stale = f" (of which {len(row['stale'])} made by other code)" if row["stale"] else ""
-        lines.append(f"  {len(row['done']):>3}/{row['seeds']:<3}  {to_run:>6}  {left_text:>13}  {partial:<22}  {row['row']}{stale}")
-    done = sum(len(r["done"]) for r in rows)
+        failed = (f"; {len(row['failed'])} failed (seed {', '.join(map(str, row['failed']))}), as recorded"
+                  if row["failed"] else "")
+        done = len(row["done"]) + len(row["failed"])
+        lines.append(f"  {done:>3}/{row['seeds']:<3}  {to_run:>6}  {left_text:>13}  {partial:<22}  {row['row']}{stale}{failed}")
+    done = sum(len(r["done"]) + len(r["failed"]) for r in rows)
     total = sum(r["seeds"] for r in rows)
     known = sum(r["seconds_left"] or 0.0 for r in rows)
     unknown = sum(r["seconds_left"] is None for r in rows)

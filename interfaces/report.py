@@ -101,13 +101,16 @@ def _fmt(value, half=None, cost=False) -> str:
 def _reuse_note(head: dict) -> str:
     """Says when the wall time covers only part of the table: a rerun reads finished run files."""
     read = head.get("jobs_read", 0)
-    if not read:
+    if not read and not head.get("failures_read"):
         return ""
     unversioned = head.get("jobs_read_unversioned", 0)
     stale = (f" ({unversioned} of them predate code versions, so the code that made them is unknown: "
              "delete them to rerun)") if unversioned else ""
+    known = head.get("failures_read", 0)
+    failed = (f", and {known} failure(s) recorded by an earlier run (--retry-failed runs them again)"
+              if known else "")
     return (f"; this invocation ran {head.get('jobs_run', 0)} jobs and read {read} from run files finished "
-            f"earlier{stale}, whose own costs are in the cost columns")
+            f"earlier{stale}, whose own costs are in the cost columns{failed}")
 
 
 def _sig(x: float, digits: int) -> str:
@@ -257,7 +260,9 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              f"- commit: {head['commit']}", f"- machine: {head['machine']}; {head['software']}"
              + (f"; methods trained and analysed on {head['device']} (truth and forecasts on the CPU)"
                 if head.get("device", "cpu") != "cpu" else ""),
-             (f"- read: {head['date']}, {head.get('jobs_read', 0)} finished run files (nothing run or trained)" if interim else
+             (f"- read: {head['date']}, {head.get('jobs_read', 0)} finished run files"
+              + (f" and {head['failures_read']} recorded failure(s)" if head.get("failures_read") else "")
+              + " (nothing run or trained)" if interim else
               f"- run: {head['run_mode']}, {head['date']}, wall time {head['wall_seconds']:.0f} s (training included)"
               + _reuse_note(head)),
              "", "Mean over seeds ± half-width of the 95 % t-interval. RMSE a/b: analysis/background RMSE "

@@ -3,6 +3,8 @@
 A job is a plain dict of Experiment settings. Its run file is named by the hash of those
 settings, so a rerun finds finished jobs (run-file status 'complete') and skips them, and a
 partial file is resumed. A job that fails returns a record saying why; nothing else is lost.
+A failure its settings and code determine (a divergence) is recorded beside the run file and read
+back like a finished run, until the code changes or the caller asks to retry (interfaces/failures.py).
 
 A run file records the version of the code that determines its numbers (the model's and the
 method's modules and the harness, with what they import; interfaces/cache.py). A file made by
@@ -20,6 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from . import failures
 from .allocator import keep_freed_memory
 
 #: The Experiment fields a job may set (everything that defines its numbers).
@@ -111,12 +114,22 @@ def _skipped(job: dict, path: Path, summary: dict, made_by: str) -> dict[str, An
     return record
 
 
-def finished_record(job: dict[str, Any], run_dir, registry=None) -> dict[str, Any] | None:
+def _recorded_failure(job: dict, path: Path, error: str) -> dict[str, Any]:
+    return {"job": job, "file": str(path), "hash": job_hash(job), "status": "failed", "error": error,
+            "recorded": True, "seconds": 0.0}
+
+
+def finished_record(job: dict[str, Any], run_dir, registry=None, retry_failed: bool = False) -> dict[str, Any] | None:
     """The record of ``job`` read from its run file when that is complete and made by the
-    current code (status 'skipped', as a rerun reports it); None when the job still has to run."""
+    current code (status 'skipped', as a rerun reports it), or from its failure record (status
+    'failed', ``recorded`` True) unless ``retry_failed``; None when the job still has to run."""
     path = run_path(run_dir, job)
-    status, summary, made_by = file_state(path, job_code_version(job, registry))
-    return _skipped(job, path, summary, made_by) if status == "complete" else None
+    code = job_code_version(job, registry)
+    status, summary, made_by = file_state(path, code)
+    if status == "complete":
+        return _skipped(job, path, summary, made_by)
+    error = None if retry_failed else failures.read(path, code)
+    return _recorded_failure(job, path, error) if error else None
 
 
 def scored_series(path, burn_in: int, variable: str = "analysis_rmse"):
@@ -141,17 +154,22 @@ def _one_line(exc: BaseException) -> str:
 
 
 def run_job(job: dict[str, Any], run_dir: str, cache_dir: str | None = None, threads: int = 1,
-            registry=None) -> dict[str, Any]:
-    """Run one job (or find it finished). Never raises: failures come back as a record."""
+            registry=None, retry_failed: bool = False) -> dict[str, Any]:
+    """Run one job (or find it finished, or failed as recorded). Never raises: failures come
+    back as a record, and one its settings determine is recorded (interfaces/failures.py)."""
     import torch
 
     from .harness import Experiment, run_experiment
 
     path = run_path(run_dir, job)
     record = {"job": job, "file": str(path), "hash": job_hash(job)}
-    status, summary, made_by = file_state(path, job_code_version(job, registry))
+    code = job_code_version(job, registry)
+    status, summary, made_by = file_state(path, code)
     if status == "complete":
         return _skipped(job, path, summary, made_by)
+    error = None if retry_failed else failures.read(path, code)
+    if error:
+        return _recorded_failure(job, path, error)
     if status == "stale":
         record["rerun"] = f"its run file was made by other code ({made_by})"
     if status in ("corrupt", "stale"):
@@ -169,8 +187,11 @@ def run_job(job: dict[str, Any], run_dir: str, cache_dir: str | None = None, thr
     try:
         exp = Experiment(**job, out=str(path), resume=status == "partial", cache_dir=cache_dir)
         result = run_experiment(exp, registry)
+        failures.clear(path)
         return {**record, "status": "complete", "summary": result.summary, "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - one job's failure must not end the sweep
+        if code is not None and failures.reproducible(exc):
+            failures.write(path, code, _one_line(exc), job)
         return {**record, "status": "failed", "error": _one_line(exc), "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0}
     finally:
@@ -241,41 +262,44 @@ def train_key(job: dict) -> tuple:
             json.dumps(job["method_options"], sort_keys=True), job["obs"], str(job.get("obs_std")))
 
 
-def pending(jobs: list[dict], run_dir, registry=None) -> list[dict]:
-    """The jobs whose run file is not complete yet, or was made by other code."""
-    return [j for j in jobs if read_status(run_path(run_dir, j), job_code_version(j, registry))[0] != "complete"]
+def pending(jobs: list[dict], run_dir, registry=None, retry_failed: bool = False) -> list[dict]:
+    """The jobs still to run: run file not complete, or made by other code, and no failure
+    recorded under the current code (unless ``retry_failed``)."""
+    return [j for j in jobs if finished_record(j, run_dir, registry, retry_failed) is None]
 
 
 def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int = 2,
              scheduler: str | None = None, cache_dir: str | None = None, registry=None,
-             log: Callable[[str], None] = lambda s: None) -> list[dict]:
+             log: Callable[[str], None] = lambda s: None, retry_failed: bool = False) -> list[dict]:
     """Run every job; mode 'serial' (this process) or 'dask' (``scheduler`` address, or a new
-    LocalCluster of ``workers`` single-threaded processes). Records come back in job order."""
+    LocalCluster of ``workers`` single-threaded processes). Records come back in job order.
+    ``retry_failed`` runs again the jobs whose failure is recorded (interfaces/failures.py)."""
     jobs = list(jobs)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     if mode == "serial":
         out = []
         for i, job in enumerate(jobs):
-            out.append(run_job(job, str(run_dir), cache_dir, registry=registry))
+            out.append(run_job(job, str(run_dir), cache_dir, registry=registry, retry_failed=retry_failed))
             log(_describe(out[-1], i + 1, len(jobs)))
         return out
     if mode != "dask":
         raise ValueError(f"mode must be 'serial' or 'dask', got {mode!r}")
-    # Finished jobs are read here; only the rest need a cluster (none at all on a full rerun).
+    # Finished jobs (and recorded failures) are read here; only the rest need a cluster (none
+    # at all on a full rerun).
     out: list[dict | None] = [None] * len(jobs)
     todo = []
     for i, job in enumerate(jobs):
-        out[i] = finished_record(job, run_dir, registry)
+        out[i] = finished_record(job, run_dir, registry, retry_failed)
         if out[i] is None:
             todo.append(i)
     if todo:
-        done = _run_dask([jobs[i] for i in todo], str(run_dir), workers, scheduler, cache_dir, log)
+        done = _run_dask([jobs[i] for i in todo], str(run_dir), workers, scheduler, cache_dir, log, retry_failed)
         for i, record in zip(todo, done):
             out[i] = record
     return out  # type: ignore[return-value]
 
 
-def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log) -> list[dict]:
+def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log, retry_failed=False) -> list[dict]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -290,7 +314,7 @@ def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log) -> list[dict]:
                                silence_logs=40)
         client = Client(cluster)
     try:
-        futures = {client.submit(run_job, job, run_dir, cache_dir, pure=False, key=f"job-{job_hash(job)}-{i}"): i
+        futures = {client.submit(run_job, job, run_dir, cache_dir, retry_failed=retry_failed, pure=False, key=f"job-{job_hash(job)}-{i}"): i
                    for i, job in enumerate(jobs)}
         out: list[dict | None] = [None] * len(jobs)
         done = 0
@@ -314,7 +338,8 @@ def _describe(record: dict, done: int, total: int) -> str:
     job = record["job"]
     what = f"{job['method']} on {job['model']} ({job['obs']}, seed {job['seed']})"
     if record["status"] == "failed":
-        return f"compare: [{done}/{total}] FAILED {what}: {record['error']}"
+        known = " (as recorded by an earlier run; --retry-failed runs it again)" if record.get("recorded") else ""
+        return f"compare: [{done}/{total}] FAILED {what}{known}: {record['error']}"
     if record.get("rerun"):
         what += f", rerun: {record['rerun']}"
     rmse = record["summary"].get("analysis_rmse", float("nan"))

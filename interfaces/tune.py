@@ -68,6 +68,9 @@ def add_tune_parser(sub) -> None:
                                                 "or runs/tune/tuned.toml without --suite)")
     p.add_argument("--runs", default=None, help="folder for the run files (default runs/tune/<table>-<method>)")
     p.add_argument("--serial", action="store_true", help="run the jobs one after another in this process")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the settings whose failure (a divergence) an earlier search recorded; by default "
+                        "they are read back as failed while the code is unchanged")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
@@ -232,12 +235,13 @@ class Search:
         flat = [j for s in todo for j in jobs[s]]
         log = (lambda line: bar.update(1 / len(self.seeds))) if bar is not None else (lambda line: None)
         a = self.args
+        retry = getattr(a, "retry_failed", False)
         if not a.serial:
-            sweep.warm_up(sweep.pending(flat, self.run_dir), self.registry, a.cache_dir,
+            sweep.warm_up(sweep.pending(flat, self.run_dir, self.registry, retry), self.registry, a.cache_dir,
                           lambda line: print(line, file=sys.stderr) if not a.no_progress else None)
         records = sweep.run_jobs(flat, self.run_dir, mode="serial" if a.serial else "dask", workers=a.workers,
                                  scheduler=a.scheduler, cache_dir=a.cache_dir, registry=self.registry if a.serial else None,
-                                 log=log)
+                                 log=log, retry_failed=retry)
         by_hash = {r["hash"]: r for r in records}
         for s in todo:
             self.scores[s] = self.score(s, [by_hash[sweep.job_hash(j)] for j in jobs[s]])
