@@ -188,7 +188,7 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     (runs part-way in its folder) says so."""
     import json
 
-    from interfaces import tuned
+    from interfaces import failures, tuned
     from interfaces.sweep import attrs_state, job_code_version, read_attrs
 
     folder = folder or f"{name}-{method}"
@@ -216,6 +216,17 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
             running.append(f"{', '.join(f'{k} {v}' for k, v in setting)} seed {attrs.get('seed')} "
                            f"at cycle {attrs.get('completed_cycles', 0)}")
 
+    # Settings that failed (diverged) on a tuning seed, as the search recorded them: they are
+    # finished too, and cannot win (interfaces/failures.py).
+    failed = set()
+    for path in {p.name: p for d in where if d.is_dir() for p in d.glob("*" + failures.SUFFIX)}.values():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("code_version") == code:
+            failed.add(tuple((k, record["job"]["method_options"].get(k)) for k in keys))
+
     entry = tuned.find(tuned.read(tuned_file), name, method, members) if tuned_file.exists() else None
     if entry and tuned.at_other_size(entry, members):
         entry = None  # tuned at another size only
@@ -238,6 +249,8 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     if finished:
         best = min(finished, key=finished.get)
         line += f", best so far {', '.join(f'{k} {v}' for k, v in best)}: {finished[best]:.4g}"
+    if failed:
+        line += f"; {len(failed)} setting(s) failed (diverged) on a tuning seed, as recorded"
     if running:
         line += f"; part-way: {'; '.join(running)}"
     if stale:

@@ -135,3 +135,19 @@ def test_status_says_when_a_tuned_method_is_searched_again(rerun_full, searched,
                                   [100, 101])
     assert line.strip().startswith("3dvar: tuned (scale 2.0): 1.25")
     assert line.endswith("; searched again now, part-way: scale 4.0 seed 100 at cycle 5")
+
+
+def test_status_counts_the_settings_a_search_recorded_as_failed(rerun_full, searched, monkeypatch, tmp_path):
+    """A diverged setting is finished (its failure recorded, interfaces/failures.py); one recorded
+    by other code is not counted."""
+    from interfaces import failures
+
+    local = tmp_path / "repo"
+    runs = local / "runs" / "tune" / f"{searched['table']}-3dvar" / "runs"
+    code = sweep.job_code_version(job(8.0, 100))
+    failures.write(sweep.run_path(runs, job(8.0, 100)), code, "PluginError: diverged", job(8.0, 100))
+    failures.write(sweep.run_path(runs, job(16.0, 100)), "0123456789abcdef", "PluginError: old", job(16.0, 100))
+    monkeypatch.setattr(rerun_full, "ROOT", local)
+    line = rerun_full.tune_status(searched["table"], "3dvar", "lorenz96", str(searched["out_root"]),
+                                  local / "absent.toml", [100, 101])
+    assert "2 setting(s) finished" in line and "1 setting(s) failed (diverged) on a tuning seed, as recorded" in line
