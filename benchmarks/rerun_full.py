@@ -302,6 +302,9 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="tune --tolerance: the cheapest setting (fewest steps, samples, members) within this "
                         "relative margin of the lowest score wins, for every method alike (default 0.01)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the jobs whose failure (a divergence) an earlier call recorded (tune and compare "
+                        "--retry-failed); by default they are read back as failed while the code is unchanged")
     p.add_argument("--no-archive", action="store_true",
                    help="neither restore nor write the slim copies under <results>/archive/")
     p.add_argument("--archive-every", type=float, default=300, help="seconds between archive syncs")
@@ -342,7 +345,7 @@ def main(argv=None) -> int:
                        "--tolerance", str(args.tolerance), "--workers", str(args.workers), "--no-progress",
                        "--runs", f"runs/tune/{folder}", *model_sets, *truth_sets]
                 cmd += [f"--set={k}={v}" for k, v in fixed.items()]
-                cmd += on_device(args)
+                cmd += on_device(args) + retry(args)
                 if members:
                     cmd += ["--members", str(members)]
                 for g in grids:
@@ -376,7 +379,11 @@ def compare_command(exe: str, args, family: str, out: str, names: list[str], onl
            "--out", out, "--tables", ",".join(f"{n}$" for n in names)]  # whole names: one may prefix another
     if only:
         cmd += ["--methods", ",".join(sorted(only | UNTUNED))]
-    return cmd + on_device(args)
+    return cmd + on_device(args) + retry(args)
+
+
+def retry(args) -> list[str]:
+    return ["--retry-failed"] if getattr(args, "retry_failed", False) else []
 
 
 def on_device(args) -> list[str]:
