@@ -90,7 +90,7 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
     """Each table of the suite as (name, obs, imperfect-model settings, block with the suite's
     defaults merged in, suite), the name as compare gives it."""
     sys.path.insert(0, str(ROOT))
-    from interfaces.compare import _merge, _selected
+    from interfaces.suites import _merge, _selected
     from interfaces.grouping import group_name
 
     suite = tomllib.loads((ROOT / "benchmarks" / "suites" / f"{suite_name}.toml").read_text())

@@ -420,7 +420,7 @@ COST_AXES = (("seconds_per_cycle", "seconds per cycle (wall time)"),
 def compare_cost(rows, out=None, title: str | None = None):
     """Accuracy for the compute spent: analysis RMSE (mean over seeds, 95 % interval as error
     bars) against seconds per cycle and, in a second panel, against forecasts per cycle, both on
-    log axes. ``rows`` are a comparison table's rows (interfaces.compare.aggregate): one point
+    log axes. ``rows`` are a comparison table's rows (interfaces.aggregate.aggregate): one point
     each; the rows of one method run at several settings (``variant_of``, ``variant``) form one
     connected series in one colour, each point labelled with the settings that tell it apart.
     Rows without a finite RMSE or a positive cost are left out of that panel."""

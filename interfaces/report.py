@@ -1,6 +1,6 @@
 """Comparison tables (markdown, CSV, netCDF) and plots (RMSE per cycle, maps of one cycle).
 
-Tables come from interfaces.compare.aggregate: per method, the mean over seeds of each score
+Tables come from interfaces.aggregate.aggregate: per method, the mean over seeds of each score
 and the half-width of its 95 % t-interval. The maps read full run files (not slim archived
 copies, which keep only the per-cycle scores), of the lowest seed every method has.
 """

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import compare, sweep, tuned
+from . import aggregate, compare, suites, sweep, tuned
 from .errors import UsageError
 from .grouping import group_name
 from .options import parse_assignments
@@ -99,21 +99,21 @@ def suite_scoring_seeds(suite: dict, model: str) -> dict[int, list[str]]:
     """{seed: [blocks scoring it]} over the suite's blocks on ``model``."""
     scored: dict[int, list[str]] = {}
     for block in suite["experiments"]:
-        b = compare._merge(suite.get("defaults", {}), block)
+        b = suites._merge(suite.get("defaults", {}), block)
         if b["model"] != model:
             continue
         where = f"{b['model']} {b.get('model_options', {}).get('resolution', '')}".strip()
-        for s in compare.block_seeds(b, suite)[0]:
+        for s in suites.block_seeds(b, suite)[0]:
             scored.setdefault(s, []).append(where)
     return scored
 
 
 def cmd_tune(args, registry) -> int:
     started = time.perf_counter()
-    seeds = compare.parse_seeds(args.seeds, "--seeds", count_ok=False)
+    seeds = suites.parse_seeds(args.seeds, "--seeds", count_ok=False)
     grid = parse_grid(args.grid)
     registry.assimilator(args.method)  # unknown method: one line naming the valid ones
-    suite = compare.load_suite(args.suite) if args.suite else None
+    suite = suites.load_suite(args.suite) if args.suite else None
     if suite is not None:
         scored = suite_scoring_seeds(suite, args.model)
         both = sorted(set(seeds) & set(scored))
@@ -149,7 +149,7 @@ def command_line(args) -> str:
     import shlex
 
     parts = ["da-harness", "tune", "--method", args.method, "--model", args.model, "--obs", args.obs,
-             "--seeds", ",".join(map(str, compare.parse_seeds(args.seeds, "--seeds", count_ok=False))),
+             "--seeds", ",".join(map(str, suites.parse_seeds(args.seeds, "--seeds", count_ok=False))),
              "--cycles", str(args.cycles)]
     for flag, value in (("--burn-in", args.burn_in), ("--members", args.members), ("--obs-std", args.obs_std),
                         ("--suite", args.suite)):
@@ -224,7 +224,7 @@ class Search:
                        truth_options=a.truth_options, model_error=a.model_error, device=getattr(a, "device", "cpu"),
                        # The one method tuned gets --members even if it prefers one (losda, dps ensembles).
                        members_for_every_method=True)
-        return compare.build_jobs(ns, None, self.registry)
+        return suites.build_jobs(ns, None, self.registry)
 
     def evaluate(self, settings: list[tuple[str, ...]], bar) -> None:
         """Run the settings not scored yet (all their seeds in one sweep) and score them."""
@@ -251,7 +251,7 @@ class Search:
         for r in ok:
             r["series"] = sweep.scored_series(r["file"], r["summary"].get("burn_in") or 0)
         mean, half, n = t_interval([r["summary"].get("analysis_rmse", float("nan")) for r in ok])
-        steady = compare.steady_state(ok)
+        steady = aggregate.steady_state(ok)
         failed = [r["error"] for r in records if r["status"] == "failed"]
         if len(ok) < len(records):  # a setting that failed on a seed cannot win
             mean = float("nan")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from interfaces import compare, sweep
+from interfaces import aggregate, compare, statistics, suites, sweep
 from interfaces.assimilator import Assimilator
 from interfaces.errors import UsageError
 from interfaces.hookspecs import hookimpl
@@ -122,11 +122,11 @@ def test_a_failing_method_is_reported_and_the_others_complete(tmp_path):
 
 
 def test_interval_matches_a_hand_computation():
-    mean, half, n = compare.t_interval([1.0, 2.0, 4.0, float("nan")])
+    mean, half, n = statistics.t_interval([1.0, 2.0, 4.0, float("nan")])
     sd = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
     assert n == 3 and mean == pytest.approx(7 / 3)
     assert half == pytest.approx(4.302652729911275 * sd / math.sqrt(3))  # t(0.975, 2 dof)
-    assert compare.t_interval([2.5])[:2] == (2.5, pytest.approx(float("nan"), nan_ok=True))
+    assert statistics.t_interval([2.5])[:2] == (2.5, pytest.approx(float("nan"), nan_ok=True))
 
 
 def test_paired_difference_from_the_best_method_is_taken_seed_by_seed():
@@ -135,7 +135,7 @@ def test_paired_difference_from_the_best_method_is_taken_seed_by_seed():
                 "status": "complete", "summary": {"analysis_rmse": rmse, "members": 1, "burn_in": 1}}
     # b is worse than a by 0.1 on every seed although their own intervals overlap widely.
     records = [rec("a", 0, 1.0), rec("a", 1, 2.0), rec("a", 2, 3.0), rec("b", 0, 1.1), rec("b", 1, 2.1), rec("b", 2, 3.1)]
-    (table,) = compare.aggregate(records)
+    (table,) = aggregate.aggregate(records)
     rows = {r["method"]: r for r in table["rows"]}
     assert table["columns"][:2] == ["analysis_rmse", "rmse_minus_best"]
     assert rows["a"]["best"] == "a" and rows["a"]["rmse_minus_best"] == 0
@@ -145,10 +145,10 @@ def test_paired_difference_from_the_best_method_is_taken_seed_by_seed():
 
 def test_named_pairs_are_reported_seed_by_seed_and_checked(serial_sweep, cli):
     _, _, result = serial_sweep
-    (table,) = compare.aggregate(result["records"], [("3dvar", "climatology"), ("3dvar", "absent")])
+    (table,) = aggregate.aggregate(result["records"], [("3dvar", "climatology"), ("3dvar", "absent")])
     (pair,) = table["pairs"]  # a pair with a method missing from the table is left out
     per = {(r["job"]["method"], r["job"]["seed"]): r["summary"]["analysis_rmse"] for r in result["records"]}
-    mean, half, n = compare.t_interval([per[("3dvar", s)] - per[("climatology", s)] for s in range(2)])
+    mean, half, n = statistics.t_interval([per[("3dvar", s)] - per[("climatology", s)] for s in range(2)])
     assert (pair["a"], pair["b"], pair["seeds"]) == ("3dvar", "climatology", 2)
     assert pair["analysis_rmse_diff"] == pytest.approx(mean) and pair["analysis_rmse_diff_ci95"] == pytest.approx(half)
     from interfaces import report
@@ -170,7 +170,7 @@ def test_tables_have_the_promised_columns(serial_sweep):
     # Each mean and interval is the t-interval of the per-seed summaries.
     for row in table["rows"]:
         per_seed = [r["summary"]["analysis_rmse"] for r in result["records"] if r["job"]["method"] == row["method"]]
-        mean, half, _ = compare.t_interval(per_seed)
+        mean, half, _ = statistics.t_interval(per_seed)
         assert row["seeds"] == 2 and row["analysis_rmse"] == mean and row["analysis_rmse_ci95"] == half
     with open(out / "lorenz96-every2.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -217,17 +217,17 @@ def test_unknown_names_are_one_line_usage_errors(cli, argv, needle):
 
 def test_suites_name_every_method_and_both_testbeds():
     for name in ("quick", "full"):
-        suite = compare.load_suite(name)
+        suite = suites.load_suite(name)
         methods = {m for b in suite["experiments"] for m in b["methods"]}
         assert {"losda", "dps", "l3dvar", "3dvar", "enkf", "letkf"} <= methods
         assert {"lorenz96", "sw"} <= {b["model"] for b in suite["experiments"]}
-    full = compare.load_suite("full")
+    full = suites.load_suite("full")
     assert {"random:0.01", "random:0.05"} <= {o for b in full["experiments"] for o in b["obs"]}
     assert "64x128" in {b.get("model_options", {}).get("resolution") for b in full["experiments"]}
 
 
 def test_suite_blocks_override_defaults_option_by_option():
-    merged = compare._merge({"method_options": {"dps": {"preset": "quick"}, "losda": {"preset": "quick"}}},
+    merged = suites._merge({"method_options": {"dps": {"preset": "quick"}, "losda": {"preset": "quick"}}},
                             {"method_options": {"dps": {"zeta": 0.2}}, "cycles": 5})
     assert merged == {"method_options": {"dps": {"preset": "quick", "zeta": 0.2}, "losda": {"preset": "quick"}},
                       "cycles": 5}
@@ -238,15 +238,15 @@ def test_set_options_are_routed_typed_and_deduplicated():
 
     args = build_parser().parse_args(["compare", "--methods", "3dvar,enkf,free", "--seeds", "2", "--members", "8",
                                       "--set", "enkf.rtps=0.3", "--set", "b_source=climatology"])
-    jobs = compare.build_jobs(args, None, get_registry())
+    jobs = suites.build_jobs(args, None, get_registry())
     assert len(jobs) == 6
     opts = {j["method"]: j["method_options"] for j in jobs}
     assert opts == {"3dvar": {"b_source": "climatology"}, "enkf": {"rtps": 0.3}, "free": {}}
     assert {j["method"]: j["members"] for j in jobs} == {"3dvar": None, "enkf": 8, "free": None}
-    suite = compare.load_suite("full")
+    suite = suites.load_suite("full")
     args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--methods", "free",
                                       "--set", "resolution=32x64"])
-    jobs = compare.build_jobs(args, suite, get_registry())  # the 64x128 block collapses onto 32x64
+    jobs = suites.build_jobs(args, suite, get_registry())  # the 64x128 block collapses onto 32x64
     # The 64x128 block's seeds are a subset of the 32x64 block's: its jobs are duplicates.
     sw32 = next(b for b in suite["experiments"] if b.get("model_options", {}).get("resolution") == "32x64")
     assert len(jobs) == len({sweep.job_hash(j) for j in jobs}) == 2 * len(sw32["scoring_seeds"])
@@ -260,7 +260,7 @@ def test_seconds_by_method_counts_runs_and_each_training_once():
 
     records = [rec("losda", 0, 10.0, 300.0), rec("losda", 1, 12.0, 300.0), rec("losda", 2, 11.0, 120.0, preset="quick"),
                rec("3dvar", 0, 4.0, 0.0), rec("3dvar", 1, 5.0, 0.0, status="failed")]
-    cost = compare.seconds_by_method(records)
+    cost = aggregate.seconds_by_method(records)
     assert cost["losda"] == {"runs": 3, "run_seconds": 33.0, "train_seconds": 420.0}
     assert cost["3dvar"] == {"runs": 1, "run_seconds": 4.0, "train_seconds": 0.0}
 
@@ -268,16 +268,16 @@ def test_seconds_by_method_counts_runs_and_each_training_once():
 def test_tables_option_keeps_only_the_named_tables_and_lists_them_otherwise():
     from interfaces.cli import build_parser
 
-    suite = compare.load_suite("full")
+    suite = suites.load_suite("full")
     args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--methods", "free,letkf",
                                       "--tables", "sw-32x64-random0.05"])
-    jobs = compare.build_jobs(args, suite, get_registry())
+    jobs = suites.build_jobs(args, suite, get_registry())
     assert {(j["model_options"]["resolution"], j["obs"]) for j in jobs} == {("32x64", "random:0.05")}
     # free, letkf at 20 and its two variants (6 and 10 members), on every scoring seed
     assert len(jobs) == 4 * 10
     args = build_parser().parse_args(["compare", "--suite", "full", "--model", "sw", "--tables", "sw-16x32"])
     with pytest.raises(UsageError, match="matches no table.*sw-32x64-random0.01"):
-        compare.build_jobs(args, suite, get_registry())
+        suites.build_jobs(args, suite, get_registry())
 
 
 def test_the_verdict_reads_each_pairs_interval_out():

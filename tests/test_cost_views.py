@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from interfaces import compare, report
+from interfaces import aggregate, report, suites
 from interfaces.errors import UsageError
 from interfaces.registry import get_registry
 from interfaces.statistics import t_interval
@@ -41,7 +41,7 @@ def letkf_table():
 
 # --- rows ---------------------------------------------------------------------------------------
 def test_variants_of_one_method_are_separate_rows_with_their_costs():
-    (table,) = compare.aggregate(letkf_table(), [("losda", "dps")])
+    (table,) = aggregate.aggregate(letkf_table(), [("losda", "dps")])
     rows = {r["method"]: r for r in table["rows"]}
     assert list(rows) == ["letkf (members=6)", "letkf (members=10)", "letkf (members=20)",
                           "dps (steps=5)", "dps (steps=20)", "losda", "3dvar"]
@@ -72,17 +72,17 @@ def test_a_method_with_variants_is_paired_at_the_blocks_own_settings():
     records = letkf_table()
     base = {job_hash(r["job"]) for r in records if r["job"]["method"] != "dps" or r["job"]["method_options"]["steps"] == 20}
     protocol = {"m-all": {"base_jobs": base}}
-    (table,) = compare.aggregate(records, [("losda", "dps")], protocol)
+    (table,) = aggregate.aggregate(records, [("losda", "dps")], protocol)
     (pair,) = table["pairs"]
     assert (pair["a"], pair["b"]) == ("losda", "dps (steps=20)")
     assert [r["base"] for r in table["rows"] if r["variant_of"] == "dps"] == [False, True]
     # Without that knowledge (run files read back alone) the pair stays ambiguous and is left out.
-    (table,) = compare.aggregate(records, [("losda", "dps")])
+    (table,) = aggregate.aggregate(records, [("losda", "dps")])
     assert table["pairs"] == []
 
 
 def test_plain_pairs_between_single_rows_are_unchanged():
-    (table,) = compare.aggregate(letkf_table(), [("losda", "3dvar")])
+    (table,) = aggregate.aggregate(letkf_table(), [("losda", "3dvar")])
     (pair,) = table["pairs"]
     assert (pair["a"], pair["b"]) == ("losda", "3dvar")
     assert pair["analysis_rmse_diff"] == pytest.approx(np.mean([0.35 + 0.03 * s - 0.45 - 0.01 * s for s in range(3)]))
@@ -91,7 +91,7 @@ def test_plain_pairs_between_single_rows_are_unchanged():
 # --- equal cost -------------------------------------------------------------------------------
 def test_equal_cost_pair_takes_the_rows_whose_seconds_are_closest():
     records = letkf_table()
-    (table,) = compare.aggregate(records, [("losda", "dps"), ("letkf", "3dvar")])
+    (table,) = aggregate.aggregate(records, [("losda", "dps"), ("letkf", "3dvar")])
     first, second = table["equal_cost_pairs"]
     # losda at 2.0 s: dps at 2.4 s (log ratio 0.18) beats dps at 0.6 s (1.2).
     assert (first["a"], first["b"]) == ("losda", "dps (steps=20)")
@@ -114,7 +114,7 @@ def test_closest_cost_is_judged_by_ratio_not_difference():
     records = [rec("losda", s, 0.3, 1.0) for s in range(2)]
     records += [rec("dps", s, 0.4, 0.5, options={"steps": 5}) for s in range(2)]
     records += [rec("dps", s, 0.35, 1.8, options={"steps": 20}) for s in range(2)]
-    (table,) = compare.aggregate(records, [("losda", "dps")])
+    (table,) = aggregate.aggregate(records, [("losda", "dps")])
     (pair,) = table["equal_cost_pairs"]
     assert pair["b"] == "dps (steps=20)"
 
@@ -127,7 +127,7 @@ def _series(ax):
 def test_cost_figure_has_one_point_per_row_and_a_series_per_method(tmp_path):
     from interfaces import plots
 
-    (table,) = compare.aggregate(letkf_table())
+    (table,) = aggregate.aggregate(letkf_table())
     out = tmp_path / "cost.png"
     fig = plots.compare_cost(table["rows"], out=out, title="t")
     assert out.stat().st_size > 0
@@ -182,7 +182,7 @@ def _suite(**block):
 
 def test_suite_variants_add_rows_at_their_sizes_and_options():
     suite = _suite(variants={"letkf": [{"members": 6, "inflation": 1.1}, {"members": 10}]})
-    jobs = compare.build_jobs(_args(), suite, get_registry())
+    jobs = suites.build_jobs(_args(), suite, get_registry())
     letkf = {(j["members"], j["method_options"].get("inflation")) for j in jobs if j["method"] == "letkf"}
     default_infl = get_registry().assimilator("letkf").factory.defaults["inflation"]
     assert letkf == {(20, None), (6, 1.1), (10, None)}  # the default is not written into the job
@@ -190,7 +190,7 @@ def test_suite_variants_add_rows_at_their_sizes_and_options():
     records = [{"job": j, "status": "complete",
                 "summary": {"analysis_rmse": 0.1, "members": j["members"], "burn_in": 2, "seconds_per_cycle": 0.1}}
                for j in jobs]
-    (table,) = compare.aggregate(records)
+    (table,) = aggregate.aggregate(records)
     labels = [r["method"] for r in table["rows"]]
     assert labels == ["letkf (members=20, inflation=%s)" % default_infl, "letkf (members=6, inflation=1.1)",
                       "letkf (members=10, inflation=%s)" % default_infl, "3dvar"]
@@ -203,7 +203,7 @@ def test_suite_variants_add_rows_at_their_sizes_and_options():
 ])
 def test_bad_variants_are_one_clear_line(variants, message):
     with pytest.raises(UsageError, match=message) as err:
-        compare.build_jobs(_args(), _suite(variants=variants), get_registry())
+        suites.build_jobs(_args(), _suite(variants=variants), get_registry())
     assert "\n" not in str(err.value)
 
 
@@ -249,7 +249,7 @@ def test_latent_methods_count_their_network_calls(output, final_decodes):
 
 def test_every_table_gets_its_cost_figure_and_equal_cost_line(tmp_path):
     records = [{**r, "file": str(tmp_path / "no-run-file.nc")} for r in letkf_table()]  # no maps to draw
-    (table,) = compare.aggregate(records, [("losda", "dps")])
+    (table,) = aggregate.aggregate(records, [("losda", "dps")])
     files = report.write_all([table], records, tmp_path, {"commit": "x"}, plots=True)
     assert tmp_path / "m-all-cost.png" in files and (tmp_path / "m-all-cost.png").stat().st_size > 0
     md = (tmp_path / "m-all.md").read_text()
@@ -262,7 +262,7 @@ def test_every_table_gets_its_cost_figure_and_equal_cost_line(tmp_path):
 def test_row_labels_show_sizes_and_defaults_plainly_and_stay_distinct():
     """The regimes table's LO-SDA rows read 'losda (members=1, rtps=0.0, train_data=default)',
     not 'members=None' and 'train_data='; two configurations never share a label."""
-    from interfaces.compare import label_rows
+    from interfaces.aggregate import label_rows
 
     def rec(method, members, **options):
         return {"job": {"method": method, "members": members, "cycles": 10, "burn_in": 2, "obs_std": None,

@@ -11,6 +11,8 @@ import json
 
 import netCDF4  # noqa: F401 - the run file below is netCDF
 import pytest
+
+from interfaces import suites
 import torch
 import xarray as xr
 
@@ -218,17 +220,16 @@ def test_a_device_job_is_its_own_job_and_a_cpu_job_keeps_its_hash(monkeypatch):
     on the CPU the job has no device field, so the run files of earlier sweeps still match."""
     from argparse import Namespace
 
-    from interfaces import compare
     from interfaces.sweep import job_hash
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     base = dict(options=["3dvar.b_source=climatology"], methods="free,3dvar", model="lorenz96", obs=["every:2"],
                 obs_std=None, seeds="2", cycles=6, burn_in=None, members=None)
-    on_cpu = compare.build_jobs(Namespace(**base, device="cpu"), None, get_registry())
-    on_gpu = compare.build_jobs(Namespace(**base, device="cuda"), None, get_registry())
+    on_cpu = suites.build_jobs(Namespace(**base, device="cpu"), None, get_registry())
+    on_gpu = suites.build_jobs(Namespace(**base, device="cuda"), None, get_registry())
     assert len(on_cpu) == len(on_gpu) == 4
     assert all("device" not in j for j in on_cpu) and all(j["device"] == "cuda" for j in on_gpu)
-    assert on_cpu == compare.build_jobs(Namespace(**base), None, get_registry())  # no --device at all
+    assert on_cpu == suites.build_jobs(Namespace(**base), None, get_registry())  # no --device at all
     assert not {job_hash(j) for j in on_cpu} & {job_hash(j) for j in on_gpu}
     assert [{k: v for k, v in j.items() if k != "device"} for j in on_gpu] == on_cpu
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import xarray as xr
 
-from interfaces import compare, sweep
+from interfaces import suites, sweep
 from interfaces.assimilator import Assimilator
 from interfaces.cli import build_parser
 from interfaces.errors import PluginError, UsageError
@@ -76,7 +76,7 @@ def test_the_run_file_records_the_effective_options(tmp_path):
 
 def _jobs(argv, suite=None, registry=None):
     args = build_parser().parse_args(["compare", *argv])
-    return compare.build_jobs(args, suite, registry or get_registry())
+    return suites.build_jobs(args, suite, registry or get_registry())
 
 
 def test_compare_jobs_carry_model_defaults_under_suite_options_and_set():
@@ -101,7 +101,7 @@ def test_a_change_to_the_model_default_table_changes_the_job_hash(monkeypatch):
 
 def test_the_suites_give_the_tuned_options_through_the_table_alone():
     for name in ("full", "quick"):
-        suite = compare.load_suite(name)
+        suite = suites.load_suite(name)
         assert all(o.get(m) is None or set(o[m]) <= {"preset"}
                    for b in suite["experiments"] for o in [b.get("method_options", {})] for m in o), name
         jobs = _jobs([], suite)
@@ -148,9 +148,9 @@ def test_compare_obs_lists_keep_specs_with_commas_whole(argv, specs):
 
 def test_compare_obs_with_a_variable_list_and_an_empty_spec():
     reg = get_registry()
-    assert compare.parse_obs("random:0.05@h,u,every:2@v", reg) == ["random:0.05@h,u", "every:2@v"]
+    assert suites.parse_obs("random:0.05@h,u,every:2@v", reg) == ["random:0.05@h,u", "every:2@v"]
     with pytest.raises(UsageError, match="empty observation spec"):
-        compare.parse_obs("every:2;;all", reg)
+        suites.parse_obs("every:2;;all", reg)
 
 
 def test_default_burn_in_leaves_the_spheres_spin_up_out():

@@ -5,7 +5,7 @@ import json
 import pytest
 import xarray as xr
 
-from interfaces import compare, sweep
+from interfaces import suites, sweep
 from interfaces.cli import build_parser
 from interfaces.registry import get_registry
 
@@ -15,7 +15,7 @@ ARGS = ["--methods", "free,3dvar", "--obs", "every:2", "--cycles", "12", "--burn
 
 def jobs_for(seeds: str) -> list[dict]:
     args = build_parser().parse_args(["compare", *ARGS, "--seeds", seeds])
-    return compare.build_jobs(args, None, get_registry())
+    return suites.build_jobs(args, None, get_registry())
 
 
 @pytest.fixture(scope="module")

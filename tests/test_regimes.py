@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from interfaces import api, model_error, sweep
+from interfaces import api, model_error, suites, sweep
 from interfaces.assimilator import Assimilator
 from interfaces.errors import UsageError
 from interfaces.grouping import group_name
@@ -209,13 +209,11 @@ def test_sw_arctan_letkf_beats_the_free_run_and_records_the_transform():
 def test_regimes_suite_builds_its_five_tables():
     from argparse import Namespace
 
-    from interfaces import compare
-
-    suite = compare.load_suite("regimes")
+    suite = suites.load_suite("regimes")
     args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
                      burn_in=None, members=None, truth_options=[], model_error=None)
     protocol = {}
-    jobs = compare.build_jobs(args, suite, get_registry(), protocol)
+    jobs = suites.build_jobs(args, suite, get_registry(), protocol)
     assert len(protocol) == 5 and all(len(p["scored_seeds"]) >= 10 for p in protocol.values())
     assert all(j["cycles"] - j["burn_in"] >= 200 and j["burn_in"] >= 100 for j in jobs)
     imperfect = [j for j in jobs if j.get("truth_options")]
@@ -241,16 +239,15 @@ def test_a_whole_table_name_selects_that_table_alone_though_it_prefixes_others()
     and rerun_full --table NAME must not score (untuned) the imperfect tables with it."""
     import importlib.util
 
-    from interfaces import compare
     from interfaces.cli import build_parser
 
     from conftest import ROOT
 
-    suite = compare.load_suite("regimes")
+    suite = suites.load_suite("regimes")
 
     def names(selector):
         args = build_parser().parse_args(["compare", "--suite", "regimes", "--methods", "free", "--tables", selector])
-        return {compare.group_name(j) for j in compare.build_jobs(args, suite, get_registry())}
+        return {group_name(j) for j in suites.build_jobs(args, suite, get_registry())}
 
     prefixed = names("sw-32x64-random0.05")
     assert len(prefixed) == 3  # a prefix keeps every table it starts

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from interfaces import compare, statistics
+from interfaces import aggregate, statistics, suites
 from interfaces.errors import UsageError
 
 
@@ -82,7 +82,7 @@ def test_several_pairs_are_holm_adjusted_against_a_hand_computation():
     b = [1.3, 2.1, 3.4, 4.2]  # a - b = -0.3, -0.1, -0.4, -0.2
     c = [0.9, 2.2, 2.8, 4.3]  # a - c = 0.1, -0.2, 0.2, -0.3
     records = [rec(m, s, v) for m, vals in (("a", a), ("b", b), ("c", c)) for s, v in enumerate(vals)]
-    (table,) = compare.aggregate(records, [("a", "b"), ("a", "c")])
+    (table,) = aggregate.aggregate(records, [("a", "b"), ("a", "c")])
     ab, ac = table["pairs"]
     d = np.array(a) - np.array(b)
     t = d.mean() / (d.std(ddof=1) / 2)
@@ -105,7 +105,7 @@ def test_rows_are_marked_when_their_windows_trend():
                + [rec("falling", s, 0.1, rmse_series(120, 0.5, rng, trend=-0.7)) for s in range(3)]
                + [rec("unknown", s, 0.1) for s in range(3)]
                + [rec("short", s, 0.1, rmse_series(6, 0.5, rng)) for s in range(3)])
-    (table,) = compare.aggregate(records)
+    (table,) = aggregate.aggregate(records)
     rows = {r["method"]: r for r in table["rows"]}
     assert rows["flat"]["stationary"] is True and rows["falling"]["stationary"] is False
     assert rows["falling"]["nonstationary_seeds"] == 3 and rows["falling"]["trend_relative_change"] < -0.3
@@ -120,18 +120,18 @@ def test_rows_are_marked_when_their_windows_trend():
 
 
 def test_suite_seeds_old_count_new_lists_and_overlap_refused():
-    assert compare.block_seeds({"model": "m"}, {"name": "s", "seeds": 3}) == ([0, 1, 2], [])
-    assert compare.block_seeds({"model": "m", "scoring_seeds": [5, 6]}, {"name": "s", "tuning_seeds": [100]}) == ([5, 6], [100])
+    assert suites.block_seeds({"model": "m"}, {"name": "s", "seeds": 3}) == ([0, 1, 2], [])
+    assert suites.block_seeds({"model": "m", "scoring_seeds": [5, 6]}, {"name": "s", "tuning_seeds": [100]}) == ([5, 6], [100])
     with pytest.raises(UsageError, match=r"seeds 2, 3 are both scoring and tuning seeds"):
-        compare.block_seeds({"model": "m", "scoring_seeds": [1, 2, 3], "tuning_seeds": [2, 3, 9]}, {"name": "s"})
+        suites.block_seeds({"model": "m", "scoring_seeds": [1, 2, 3], "tuning_seeds": [2, 3, 9]}, {"name": "s"})
     with pytest.raises(UsageError, match="tuning_seeds must be a count K .* or a list of integers"):
-        compare.block_seeds({"model": "m", "tuning_seeds": ["x"]}, {"name": "s"})
-    assert compare.parse_seeds("4,7", "--seeds") == [4, 7] and compare.parse_seeds("2", "--seeds") == [0, 1]
+        suites.block_seeds({"model": "m", "tuning_seeds": ["x"]}, {"name": "s"})
+    assert suites.parse_seeds("4,7", "--seeds") == [4, 7] and suites.parse_seeds("2", "--seeds") == [0, 1]
 
 
 def test_the_suites_score_and_tune_on_disjoint_seeds():
     for name in ("quick", "full"):
-        suite = compare.load_suite(name)
+        suite = suites.load_suite(name)
         for block in suite["experiments"]:
-            scoring, tuning = compare.block_seeds(compare._merge(suite.get("defaults", {}), block), suite)
+            scoring, tuning = suites.block_seeds(suites._merge(suite.get("defaults", {}), block), suite)
             assert scoring and not set(scoring) & set(tuning)

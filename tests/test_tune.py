@@ -8,7 +8,7 @@ from argparse import Namespace
 
 import pytest
 
-from interfaces import compare, tuned
+from interfaces import suites, tuned
 from interfaces.registry import get_registry
 
 TUNE = ["tune", "--method", "3dvar", "--set", "b_source=climatology", "--obs", "every:2",
@@ -113,11 +113,11 @@ def test_tune_refuses_the_suites_scoring_seeds(tmp_path, cli):
 
 def test_compare_applies_the_tuned_options_and_reports_them(tmp_path, tuned_file, cli):
     (entry,) = tuned.read(tuned_file)
-    suite = compare.load_suite(str(_suite(tmp_path, tuned_file)))
+    suite = suites.load_suite(str(_suite(tmp_path, tuned_file)))
     args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
                      burn_in=None, members=None)
     protocol: dict = {}
-    jobs = compare.build_jobs(args, suite, get_registry(), protocol)
+    jobs = suites.build_jobs(args, suite, get_registry(), protocol)
     scales = {j["method_options"].get("scale") for j in jobs if j["method"] == "3dvar"}
     assert scales == {entry["chosen"]["scale"]}  # the tuned value wins over the block's scale = 1.0
     info = protocol["lorenz96-every2"]
@@ -338,7 +338,7 @@ variants = {{ letkf = [{{ members = 6 }}] }}
                      burn_in=None, members=None)
 
     def inflation_by_size():
-        jobs = compare.build_jobs(args, compare.load_suite(str(suite_file)), get_registry())
+        jobs = suites.build_jobs(args, suites.load_suite(str(suite_file)), get_registry())
         return {j["members"]: j["method_options"].get("inflation") for j in jobs}
 
     assert inflation_by_size() == {20: 1.02, 6: 1.2}
