@@ -219,6 +219,20 @@ def test_regimes_suite_builds_its_five_tables():
     imperfect = [j for j in jobs if j.get("truth_options")]
     assert imperfect and all(j["truth_options"] == {"jet_speed": 70.0, "drag_days": 7.0} for j in imperfect)
     assert {j.get("model_error") for j in jobs} == {None, "spectral:h=40,vort=1.5e-6"}
+    # Every table runs the 20- and 6-member LETKF; the LO-SDA ensemble (3.4x the one-member
+    # row's cost) runs in the perfect-model 5 % and imperfect-physics tables only.
+    from interfaces.grouping import group_name
+
+    def sizes(method):
+        out = {}
+        for j in jobs:
+            if j["method"] == method:
+                out.setdefault(group_name(j), set()).add(j["members"])
+        return out
+
+    assert all(s == {6, 20} for s in sizes("letkf").values()) and len(sizes("letkf")) == 5
+    ensembles = {t for t, s in sizes("losda").items() if 20 in s}
+    assert ensembles == {"sw-32x64-random0.05", "sw-32x64-random0.05-truthdragdays7.0jetspeed70.0"}
 
 
 def test_an_imperfect_model_table_says_so_in_its_title():
