@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tune import add_tune_parser  # `tune` owns its arguments too
 
     add_tune_parser(sub)
+    from .diagnostics import add_diagnose_parser
+
+    add_diagnose_parser(sub)
     return parser
 
 
@@ -220,9 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"methods": cmd_methods, "models": cmd_models, "run": cmd_run, "train": cmd_train}.get(args.command)
         if handler is None:
             from .compare import cmd_compare
+            from .diagnostics import cmd_diagnose
             from .tune import cmd_tune
 
-            handler = cmd_tune if args.command == "tune" else cmd_compare
+            handler = {"tune": cmd_tune, "diagnose": cmd_diagnose}.get(args.command, cmd_compare)
         return handler(args, registry)
     except HarnessError as exc:
         if debug:
