@@ -15,6 +15,9 @@ option, ``DataError`` for a bad file, ``PluginError`` for a method or model that
 contract (all ``interfaces.errors.HarnessError``). It runs torch on one thread unless told
 otherwise (more threads than free cores made cycles tens of times slower) and prints no progress
 bar unless ``progress=True``.
+
+``diagnose(path, burn_in=None)`` gives the innovation diagnostics of a full run file, as
+`da-harness diagnose --json` prints them (interfaces/diagnostics.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from .diagnostics import innovation_statistics as diagnose
 from .errors import UsageError
 from .harness import Experiment, run_experiment
 from .options import parse_assignments, resolve, split_options
@@ -30,7 +34,7 @@ from .registry import Registry, get_registry
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
-__all__ = ["experiment", "run"]
+__all__ = ["diagnose", "experiment", "run"]
 
 
 def _options(options: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:

@@ -69,6 +69,9 @@ def test_arctan_departures_are_in_radians_through_the_run_files_own_scaling(cli,
 
 
 def test_the_command_prints_a_table_or_json_and_takes_a_burn_in(near_kalman, cli):
+    from interfaces import api
+
+    assert api.diagnose(near_kalman, burn_in=500)["cycles_scored"] == 100
     code, text, _ = cli("diagnose", str(near_kalman))
     assert code == 0 and "| x | 2750 |" in text and "Desroziers" in text
     code, text, _ = cli("diagnose", str(near_kalman), "--burn-in", "500", "--json")
