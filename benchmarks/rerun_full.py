@@ -305,6 +305,10 @@ def main(argv=None) -> int:
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the jobs whose failure (a divergence) an earlier call recorded (tune and compare "
                         "--retry-failed); by default they are read back as failed while the code is unchanged")
+    p.add_argument("--keep-tune-fields", action="store_true",
+                   help="keep the gridded fields of the tuning runs (by default each finished search's run files "
+                        "are replaced by their slim copies: tune reads only summaries and per-cycle scores, and "
+                        "one sphere table's searches took 17 GB whole)")
     p.add_argument("--no-archive", action="store_true",
                    help="neither restore nor write the slim copies under <results>/archive/")
     p.add_argument("--archive-every", type=float, default=300, help="seconds between archive syncs")
@@ -355,6 +359,8 @@ def main(argv=None) -> int:
                 run(cmd, log)
                 if archive:
                     archive.sync()
+                if not args.keep_tune_fields:
+                    slim_tune_runs(ROOT / "runs" / "tune" / folder / "runs", log)
         if not args.skip_compare:
             # One folder per model family (the full suite's sphere tables go beside the Lorenz-96
             # one; benchmarks/results/full/ holds the superseded 50-cycle tables).
@@ -372,6 +378,15 @@ def main(argv=None) -> int:
         if len(names) > 1:
             run(compare_command(exe, args, family, out, names, only), log)
     return 0
+
+
+def slim_tune_runs(run_dir: Path, log) -> None:
+    """Replace a finished search's complete run files by their slim copies (interfaces/archive.py)."""
+    from interfaces import archive
+
+    count, freed = archive.slim_in_place(run_dir)
+    if count:
+        log(f"  slimmed {count} tuning run file(s) in {run_dir.relative_to(ROOT)}, {freed / 1e9:.1f} GB freed")
 
 
 def compare_command(exe: str, args, family: str, out: str, names: list[str], only) -> list[str]:

@@ -84,6 +84,23 @@ def slim(src, dst) -> Path:
     return dst
 
 
+def slim_in_place(run_dir) -> tuple[int, int]:
+    """Replace every complete run file under ``run_dir`` that still holds its fields by its slim
+    copy, for run folders whose fields nobody reads (a tuning search's: tune reads the summaries
+    and per-cycle scores). A 200-cycle 32x64 run file is about 50 MB and its slim copy 0.06 MB:
+    one table's searches filled 17 GB before. Partial files are left whole (they resume from
+    their fields). Returns (files slimmed, bytes freed)."""
+    run_dir = Path(run_dir)
+    count = freed = 0
+    for path in sorted(run_dir.rglob("*.nc")) if run_dir.exists() else []:
+        if file_state(path)[0] != "complete" or not has_fields(path):
+            continue
+        before = path.stat().st_size
+        slim(path, path)
+        count, freed = count + 1, freed + before - path.stat().st_size
+    return count, freed
+
+
 def sync(run_dir, archive_dir) -> list[Path]:
     """Slim every complete run file under ``run_dir`` into ``archive_dir`` (same relative path),
     unless the archive already holds a copy of it made by the same code, and copy each failure

@@ -114,3 +114,31 @@ def test_a_restore_never_replaces_a_full_run_file(swept, tmp_path):
     copied = archive.restore(store, run_dir)
     assert run_dir / name not in copied and len(copied) == len(jobs()) - 1
     assert archive.has_fields(run_dir / name)
+
+
+def test_slimming_a_run_folder_in_place_keeps_what_a_rerun_reads(swept, tmp_path):
+    """A tuning search's folder, slimmed after the search: complete files lose their fields and
+    are read back as finished, with the same summaries and per-cycle scores; a partial file
+    keeps its fields (it resumes from them); a second pass has nothing left to do."""
+    import shutil
+
+    out, cache, first, _, _ = swept
+    runs = tmp_path / "runs"
+    shutil.copytree(out / "runs", runs)
+    partial_job = jobs()[0]
+    with xr.open_dataset(sweep.run_path(runs, partial_job)) as ds:
+        done = ds.load()
+    part = done.isel(time=slice(0, 5))
+    part.attrs = {**done.attrs, "status": "partial", "completed_cycles": 5}
+    sweep.run_path(runs, partial_job).unlink()
+    part.to_netcdf(sweep.run_path(runs, partial_job))
+
+    count, freed = archive.slim_in_place(runs)
+    assert count == len(jobs()) - 1 and freed > 0
+    assert archive.has_fields(sweep.run_path(runs, partial_job))
+    assert archive.slim_in_place(runs) == (0, 0)
+    for job, record in zip(jobs()[1:], first["records"][1:]):
+        again = sweep.finished_record(job, runs)
+        assert again["status"] == "skipped" and again["summary"] == record["summary"]
+        assert not archive.has_fields(again["file"])
+        np.testing.assert_array_equal(sweep.scored_series(again["file"], 3), record["series"])
