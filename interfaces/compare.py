@@ -54,6 +54,8 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--serial", action="store_true", help="run the jobs one after another in this process")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<suite or model>)")
     p.add_argument("--cache-dir", default=None, help="where climatologies and checkpoints are cached")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no line per finished job on stderr (warm-up, training and failures are still said)")
     add_device_arg(p)
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the table")
@@ -104,7 +106,8 @@ def cmd_compare(args, registry) -> int:
         return 0
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
                      cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
-                     command=_command_line(), pairs=pairs, protocol=protocol, retry_failed=args.retry_failed)
+                     command=_command_line(), pairs=pairs, protocol=protocol, retry_failed=args.retry_failed,
+                     progress=not args.no_progress)
     if args.json:
         print(json.dumps(_clean(result["json"]), default=str))
     else:
@@ -124,7 +127,7 @@ def _command_line() -> str:
 # --- running and aggregating ----------------------------------------------------------------
 def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, scheduler=None, cache_dir=None,
             plots=True, started=None, suite=None, log=None, command="", pairs=(), protocol=None,
-            retry_failed=False) -> dict[str, Any]:
+            retry_failed=False, progress=True) -> dict[str, Any]:
     """Warm the caches and train, run the sweep, write tables and plots; return what was made.
     A job whose failure is recorded is read back as failed unless ``retry_failed``."""
     from . import report, sweep
@@ -140,7 +143,8 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     times_file.parent.mkdir(parents=True, exist_ok=True)
     times_file.write_text(json.dumps([[list(k), v] for k, v in train_seconds.items()]))
     records = sweep.run_jobs(jobs, out / "runs", mode="serial" if serial else "dask", workers=workers,
-                             scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None, log=log,
+                             scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None,
+                             log=log if progress else _failures_only(log),
                              retry_failed=retry_failed)
     for r in records:
         if r["status"] != "failed":
@@ -214,6 +218,11 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
                                          head, files,
                                          owed=[{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"])
     return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
+
+
+def _failures_only(log):
+    """The sweep's per-job log with the lines of jobs that finished left out (--no-progress)."""
+    return lambda line: log(line) if " FAILED " in line else None
 
 
 def _write_documents(folder: Path, tables: list[dict], failed: list[dict], head: dict, files: list[Path],

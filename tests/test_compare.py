@@ -290,3 +290,12 @@ def test_the_verdict_reads_each_pairs_interval_out():
     assert verdict_line(pairs) == "Read: letkf ahead of losda, dps ahead of letkf; not separated: ensf and letkf."
     assert verdict_line(pairs[2:3]) == "Read: not separated: ensf and letkf."
     assert verdict_line(pairs[3:]) == ""
+
+
+def test_no_progress_leaves_out_the_finished_jobs_lines_but_not_the_failures(tmp_path):
+    registry = build_registry(extra_plugins=[("raises-plugin", RaisesPlugin())])
+    lines = []
+    compare.compare(tiny_jobs(methods=("free", "raises"), seeds=1, cycles=8), tmp_path, registry, serial=True,
+                    plots=False, log=lines.append, progress=False)
+    assert not any("complete" in line for line in lines)
+    assert [line for line in lines if "FAILED" in line and "deliberate failure" in line]
