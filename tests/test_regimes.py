@@ -219,7 +219,7 @@ def test_regimes_suite_builds_its_five_tables():
     imperfect = [j for j in jobs if j.get("truth_options")]
     assert imperfect and all(j["truth_options"] == {"jet_speed": 70.0, "drag_days": 7.0} for j in imperfect)
     assert {j.get("model_error") for j in jobs} == {None, "spectral:h=40,vort=1.5e-6"}
-    # Every table runs the 20- and 6-member LETKF; the LO-SDA ensemble (3.4x the one-member
+    # Every table runs the 20- and 6-member LETKF; the LO-SDA ensemble (2.1x the one-member
     # row's cost) runs in the perfect-model 5 % and imperfect-physics tables only.
     from interfaces.grouping import group_name
 
