@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .diagnostics import innovation_statistics as diagnose
 from .errors import UsageError
-from .harness import Experiment, run_experiment
+from . import shipped
+from .harness import Experiment, default_cache, run_experiment
 from .options import parse_assignments, resolve, split_options
 from .registry import Registry, get_registry
 
@@ -132,6 +133,7 @@ def run(model: str = "lorenz96", method: str = "free", *, threads: int = 1, **se
         raise TypeError(f"run() got unknown keyword(s) {', '.join(unknown)}; valid: "
                         f"{', '.join(['threads', *_EXPERIMENT_KEYWORDS])}")
     exp = experiment(model, method, **settings)
+    shipped.seed(exp.cache_dir or default_cache())  # cache entries shipped with the code
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

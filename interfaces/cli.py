@@ -220,6 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        if hasattr(args, "cache_dir"):  # a command that reads the cache: ship what it may need
+            from .harness import default_cache
+            from .shipped import seed
+
+            seed(args.cache_dir or default_cache())
         handler = {"methods": cmd_methods, "models": cmd_models, "run": cmd_run, "train": cmd_train}.get(args.command)
         if handler is None:
             from .compare import cmd_compare
