@@ -220,11 +220,8 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     # finished too, and cannot win (interfaces/failures.py).
     failed = set()
     for path in {p.name: p for d in where if d.is_dir() for p in d.glob("*" + failures.SUFFIX)}.values():
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("code_version") == code:
+        record = failures.read_record(path, code)
+        if record is not None:
             failed.add(tuple((k, record["job"]["method_options"].get(k)) for k in keys))
 
     entry = tuned.find(tuned.read(tuned_file), name, method, members) if tuned_file.exists() else None

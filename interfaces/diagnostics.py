@@ -83,6 +83,10 @@ def innovation_statistics(path, burn_in: int | None = None, registry=None) -> di
     y, used = values[start:done], qc[start:done] == QC_USED
     hb, ha = op(background), op(analysis)
     ht = op(truth) if truth is not None else None
+    # The background variance at each site: exact for a point selection, a weighted sum of the
+    # grid points' variances (covariances left out) for an interpolating operator.
+    var_b = op(spread ** 2) if spread is not None else None
+    std_o = std[None, :].expand_as(y)
     out = {}
     for c, name in enumerate(model.variables):
         mask = used & (op.channels == c)[None, :]
@@ -91,18 +95,15 @@ def innovation_statistics(path, burn_in: int | None = None, registry=None) -> di
         d_b, d_a = (y - hb)[mask], (y - ha)[mask]
         row: dict[str, float] = {
             "n": int(mask.sum()),
-            "sigma_o_assumed": _rms(std[None, :].expand_as(y)[mask]),
+            "sigma_o_assumed": _rms(std_o[mask]),
             "sigma_o_desroziers": _root(float((d_a * d_b).mean())),
             "sigma_b_desroziers": _root(float(((ha - hb)[mask] * d_b).mean())),
             "sigma_b_true": _rms((hb - ht)[mask]) if ht is not None else math.nan,
             "sigma_b_spread": math.nan, "omb_rms": _rms(d_b), "oma_rms": _rms(d_a), "innovation_ratio": math.nan,
         }
-        if spread is not None:
-            # The variance at each site: exact for a point selection, a weighted sum of the grid
-            # points' variances (covariances left out) for an interpolating operator.
-            var_b = op(spread ** 2)
+        if var_b is not None:
             row["sigma_b_spread"] = _rms(var_b[mask].clamp_min(0).sqrt())
-            expected = (std[None, :].expand_as(y)[mask] ** 2 + var_b[mask]).mean()
+            expected = (std_o[mask] ** 2 + var_b[mask]).mean()
             row["innovation_ratio"] = float((d_b ** 2).mean() / expected)
         out[name] = row
     return {"file": str(path), "method": attrs.get("method"), "model": attrs.get("model"), "obs": attrs.get("obs"),

@@ -61,7 +61,14 @@ def write(run_file, code: str, error: str, job: dict[str, Any]) -> Path:
 def read(run_file, code: str | None) -> str | None:
     """The recorded error of the job of ``run_file`` if its record was made by code ``code``;
     None when there is no record, it is unreadable, or other code (or unknown code) made it."""
-    path = record_path(run_file)
+    record = read_record(record_path(run_file), code)
+    return None if record is None else str(record["error"])
+
+
+def read_record(path, code: str | None) -> dict[str, Any] | None:
+    """The failure record in file ``path`` ({"error", "code_version", "job", "date"}) if code
+    ``code`` made it; None when it is missing, unreadable, or other (or unknown) code made it."""
+    path = Path(path)
     if code is None or not path.exists():
         return None
     try:
@@ -70,7 +77,7 @@ def read(run_file, code: str | None) -> str | None:
         return None
     if not isinstance(data, dict) or data.get("code_version") != code or not data.get("error"):
         return None
-    return str(data["error"])
+    return data
 
 
 def clear(run_file) -> None:

@@ -101,12 +101,6 @@ def file_state(path: Path, code: str | None = None) -> tuple[str, dict | None, s
     return attrs_state(attrs, code)
 
 
-def read_status(path: Path, code: str | None = None) -> tuple[str, dict | None]:
-    """('complete', summary), ('partial', None), ('missing', None), ('corrupt', None), or
-    ('stale', None) for a file made by code other than ``code`` (when given)."""
-    return file_state(path, code)[:2]
-
-
 def _skipped(job: dict, path: Path, summary: dict, made_by: str) -> dict[str, Any]:
     record = {"job": job, "file": str(path), "hash": job_hash(job), "status": "skipped", "summary": summary}
     if not made_by:
@@ -124,12 +118,17 @@ def finished_record(job: dict[str, Any], run_dir, registry=None, retry_failed: b
     current code (status 'skipped', as a rerun reports it), or from its failure record (status
     'failed', ``recorded`` True) unless ``retry_failed``; None when the job still has to run."""
     path = run_path(run_dir, job)
-    code = job_code_version(job, registry)
+    return _read_back(job, path, job_code_version(job, registry), retry_failed)[0]
+
+
+def _read_back(job: dict, path: Path, code: str | None, retry_failed: bool) -> tuple[dict | None, str, str]:
+    """(record, run-file status, its code version): the record of a job that need not run (its
+    run file complete, or its failure recorded under ``code`` and not retried), else None."""
     status, summary, made_by = file_state(path, code)
     if status == "complete":
-        return _skipped(job, path, summary, made_by)
+        return _skipped(job, path, summary, made_by), status, made_by
     error = None if retry_failed else failures.read(path, code)
-    return _recorded_failure(job, path, error) if error else None
+    return (_recorded_failure(job, path, error) if error else None), status, made_by
 
 
 def scored_series(path, burn_in: int, variable: str = "analysis_rmse"):
@@ -164,12 +163,9 @@ def run_job(job: dict[str, Any], run_dir: str, cache_dir: str | None = None, thr
     path = run_path(run_dir, job)
     record = {"job": job, "file": str(path), "hash": job_hash(job)}
     code = job_code_version(job, registry)
-    status, summary, made_by = file_state(path, code)
-    if status == "complete":
-        return _skipped(job, path, summary, made_by)
-    error = None if retry_failed else failures.read(path, code)
-    if error:
-        return _recorded_failure(job, path, error)
+    known, status, made_by = _read_back(job, path, code, retry_failed)
+    if known is not None:
+        return known
     if status == "stale":
         record["rerun"] = f"its run file was made by other code ({made_by})"
     if status in ("corrupt", "stale"):
