@@ -144,7 +144,7 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     times_file.write_text(json.dumps([[list(k), v] for k, v in train_seconds.items()]))
     records = sweep.run_jobs(jobs, out / "runs", mode="serial" if serial else "dask", workers=workers,
                              scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None,
-                             log=log if progress else _failures_only(log),
+                             log=log, progress=progress,
                              retry_failed=retry_failed)
     for r in records:
         if r["status"] != "failed":
@@ -218,11 +218,6 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
                                          head, files,
                                          owed=[{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"])
     return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
-
-
-def _failures_only(log):
-    """The sweep's per-job log with the lines of jobs that finished left out (--no-progress)."""
-    return lambda line: log(line) if " FAILED " in line else None
 
 
 def _write_documents(folder: Path, tables: list[dict], failed: list[dict], head: dict, files: list[Path],

@@ -266,17 +266,20 @@ def pending(jobs: list[dict], run_dir, registry=None, retry_failed: bool = False
 
 def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int = 2,
              scheduler: str | None = None, cache_dir: str | None = None, registry=None,
-             log: Callable[[str], None] = lambda s: None, retry_failed: bool = False) -> list[dict]:
+             log: Callable[[str], None] = lambda s: None, retry_failed: bool = False,
+             progress: bool = True) -> list[dict]:
     """Run every job; mode 'serial' (this process) or 'dask' (``scheduler`` address, or a new
     LocalCluster of ``workers`` single-threaded processes). Records come back in job order.
-    ``retry_failed`` runs again the jobs whose failure is recorded (interfaces/failures.py)."""
+    ``retry_failed`` runs again the jobs whose failure is recorded (interfaces/failures.py).
+    ``log`` gets a line per finished job, or (``progress`` false) per failed job only."""
+    say = _job_logger(log, progress)
     jobs = list(jobs)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     if mode == "serial":
         out = []
         for i, job in enumerate(jobs):
             out.append(run_job(job, str(run_dir), cache_dir, registry=registry, retry_failed=retry_failed))
-            log(_describe(out[-1], i + 1, len(jobs)))
+            say(out[-1], i + 1, len(jobs))
         return out
     if mode != "dask":
         raise ValueError(f"mode must be 'serial' or 'dask', got {mode!r}")
@@ -289,13 +292,14 @@ def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int 
         if out[i] is None:
             todo.append(i)
     if todo:
-        done = _run_dask([jobs[i] for i in todo], str(run_dir), workers, scheduler, cache_dir, log, retry_failed)
+        done = _run_dask([jobs[i] for i in todo], str(run_dir), workers, scheduler, cache_dir, say,
+                         retry_failed)
         for i, record in zip(todo, done):
             out[i] = record
     return out  # type: ignore[return-value]
 
 
-def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log, retry_failed=False) -> list[dict]:
+def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, say, retry_failed=False) -> list[dict]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -322,12 +326,20 @@ def _run_dask(jobs, run_dir, workers, scheduler, cache_dir, log, retry_failed=Fa
                 out[i] = {"job": jobs[i], "file": str(run_path(run_dir, jobs[i])), "hash": job_hash(jobs[i]),
                           "status": "failed", "error": _one_line(exc)}
             done += 1
-            log(_describe(out[i], done, len(jobs)))
+            say(out[i], done, len(jobs))
         return out  # type: ignore[return-value]
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _job_logger(log: Callable[[str], None], progress: bool) -> Callable[[dict, int, int], None]:
+    """What to say about a finished job: every job, or (``progress`` false) failures only."""
+    def say(record: dict, done: int, total: int) -> None:
+        if progress or record["status"] == "failed":
+            log(_describe(record, done, total))
+    return say
 
 
 def _describe(record: dict, done: int, total: int) -> str:
