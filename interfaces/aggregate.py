@@ -215,15 +215,15 @@ def steady_state(recs: list[dict]) -> dict[str, Any]:
     Each seed's window is tested for a trend in log analysis RMSE (AR(1)-corrected); the seeds'
     p-values are pooled (Fisher) into the row's test, so a row is not flagged merely because one
     of many seeds crossed 5 % by chance. ``analysis_rmse_time_ci95`` is the 95 % half-width of
-    the row's mean that the finite windows alone explain (each run's AR(1)-inflated interval,
-    combined over the seeds as independent errors)."""
-    tests, halves = [], []
+    the row's mean that the finite windows alone explain (each run's AR(1)-inflated standard
+    error, the AR(1) fit pooled over the seeds, combined as independent errors)."""
+    tests, runs = [], []
     for r in recs:
         series = r.get("series")
         if series is None:
             continue
         tests.append(statistics.trend_test(series))
-        halves.append(statistics.series_mean_interval(series)[1])
+        runs.append(series)
     ps = [t["p"] for t in tests if math.isfinite(t["p"])]
     if not ps:
         # No series: not tested, not claimed. Series too short or too autocorrelated for a test
@@ -233,11 +233,11 @@ def steady_state(recs: list[dict]) -> dict[str, Any]:
                 "stationary_reason": "too few independent cycles to test" if tests else None,
                 "analysis_rmse_time_ci95": float("nan")}
     p = statistics.combined_p(ps)
-    finite = [h for h in halves if math.isfinite(h)]
+    _, half, _ = statistics.pooled_mean_interval(runs)
     return {"stationary": bool(p >= statistics.ALPHA), "nonstationary_seeds": sum(q < statistics.ALPHA for q in ps),
             "stationary_reason": None if p >= statistics.ALPHA else "trend",
             "trend_p": p, "trend_relative_change": t_interval([t["relative_change"] for t in tests])[0],
-            "analysis_rmse_time_ci95": math.sqrt(sum(h * h for h in finite)) / len(finite) if finite else float("nan")}
+            "analysis_rmse_time_ci95": half}
 
 
 def paired_differences(recs: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:

@@ -280,7 +280,8 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              "stationary: whether the scored windows show no trend in log analysis RMSE against cycle (per seed, "
              "slope error corrected for AR(1) autocorrelation; the seeds' p-values pooled by Fisher's method; 5 % "
              "level), with the seeds flagged one by one. ± time (AR1): the 95 % half-width of RMSE a that the finite "
-             "scored windows alone explain (each run's time mean with an AR(1)-inflated standard error, as in DAPPER).", ""]
+             "scored windows alone explain (each run's time mean with an AR(1)-inflated standard error, as in DAPPER, "
+             "the AR(1) fit pooled over the row's seeds).", ""]
     for t in tables:
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
         if t.get("pairs"):

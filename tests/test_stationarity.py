@@ -61,6 +61,30 @@ def test_ar1_interval_covers_the_true_mean_at_the_nominal_rate():
     assert np.mean(naive) < 0.7  # the white-noise interval would be far too narrow
 
 
+def test_pooled_interval_of_a_rows_seeds_covers_at_the_nominal_rate_where_per_run_fits_overshoot():
+    """Ten 200-cycle runs of one strongly autocorrelated system (a = 0.95, as the sphere's latent
+    3D-Var): the row's interval with one pooled AR(1) fit covers the true mean about 95 % of the
+    time at about the true width; combining each run's own fit made it several times too wide."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(5)
+    a, runs, n = 0.95, 10, 200
+    true_half = 1.96 * math.sqrt((1 + a) / (1 - a) / (runs * n))  # unit-variance AR(1)
+    covered, widths, per_run = [], [], []
+    for _ in range(300):
+        noise = rng.normal(size=(runs, n + 300)) * math.sqrt(1 - a * a)
+        xs = lfilter([1.0], [1.0, -a], noise, axis=1)[:, 300:]  # past the start's transient
+        est, half, total = statistics.pooled_mean_interval(list(xs))
+        covered.append(abs(xs.mean()) <= half)
+        widths.append(half)
+        per_run.append(math.sqrt(sum(statistics.series_mean_interval(x)[1] ** 2 for x in xs)) / runs)
+    assert 0.91 <= np.mean(covered) <= 0.985
+    assert np.median(widths) == pytest.approx(true_half, rel=0.2)
+    assert np.median(per_run) > 2 * true_half
+    assert math.isnan(statistics.pooled_mean_interval([[1.0, 2.0]])[1])  # too short to fit
+    assert statistics.pooled_mean_interval([[0.3] * 50, [0.3] * 50])[1] == pytest.approx(0.0, abs=1e-12)  # constant
+
+
 def test_holm_matches_a_hand_computation():
     # Sorted: 0.01*4 = 0.04; 0.03*3 = 0.09; 0.04*2 = 0.08 -> 0.09 (monotone); 0.2*1 = 0.2.
     assert statistics.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
