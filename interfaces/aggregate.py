@@ -53,7 +53,7 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None, relab
     for recs in by_table(records).values():
         job = recs[0]["job"]
         if relabel:
-            label_rows(recs)
+            label_rows(recs, protocol)
         for r in recs:  # run files written before the cost record: the harness forecasts every member
             if r["status"] != "failed" and "members" in r["summary"]:
                 r["summary"].setdefault("forecasts_per_cycle", r["summary"]["members"])
@@ -119,14 +119,22 @@ def seconds_by_method(records: list[dict]) -> dict[str, dict[str, float]]:
 VARIANT_FIELDS = ("members", "cycles", "burn_in", "obs_std")
 
 
-def label_rows(recs: list[dict]) -> None:
+def label_rows(recs: list[dict], protocol: dict | None = None) -> None:
     """Give each record of one table its row: ``r["row"]`` (the method's name, or with several
     configurations of the method in the table, the name and the settings that tell them apart,
-    e.g. 'letkf (members=6, inflation=1.1)') and ``r["variant"]`` ({setting: value} of those settings;
-    empty for a method run one way). Seeds of one configuration are one row, never merged with
-    another configuration's."""
+    e.g. 'letkf (members=6)') and ``r["variant"]`` ({setting: value} of those settings; empty for
+    a method run one way). Seeds of one configuration are one row, never merged with another
+    configuration's. Options a tuned file chose (``protocol``, from build_jobs) are left out of
+    the names when the rest tells the rows apart: each configuration is tuned on its own, so the
+    6- and 20-member LETKF differ in every tuned value too, and the table's notes list them."""
     def config(job):
         return {**{k: job.get(k) for k in VARIANT_FIELDS}, **job.get("method_options", {})}
+
+    def tuned_keys(job) -> set:
+        if not protocol:
+            return set()
+        info = protocol.get(group_name(job), {})
+        return set((info.get("tuned_jobs", {}).get(sweep_job_hash(job)) or {}))
 
     for method in dict.fromkeys(r["job"]["method"] for r in recs):
         mine = [r for r in recs if r["job"]["method"] == method]
@@ -136,12 +144,16 @@ def label_rows(recs: list[dict]) -> None:
         defaults = _declared_defaults(method)
         configs = [{k: c.get(k, defaults.get(k, "default")) for k in keys} for c in configs]
         differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+        distinct = {json.dumps({k: c.get(k) for k in differing}, sort_keys=True, default=str) for c in configs}
+        tuned = set().union(*(tuned_keys(r["job"]) for r in mine))
+        untuned = [k for k in differing if k not in tuned]
+        if len({json.dumps({k: c.get(k) for k in untuned}, sort_keys=True, default=str) for c in configs}) == len(distinct):
+            differing = untuned
         for r, c in zip(mine, configs):
             r["variant"] = {k: c.get(k) for k in differing}
         # Shown plainly: 'members=1' (the method's own size), 'train_data=default', never
         # 'members=None' or 'train_data='; the raw values where that would make two rows one.
         preferred = getattr(_factory(method), "preferred_members", None)
-        distinct = {json.dumps(r["variant"], sort_keys=True, default=str) for r in mine}
         for shown in (lambda k, v: _shown(k, v, preferred), lambda k, v: str(v)):
             labels = [method + (f" ({', '.join(f'{k}={shown(k, v)}' for k, v in r['variant'].items())})" if differing else "")
                       for r in mine]

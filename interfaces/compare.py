@@ -99,7 +99,7 @@ def cmd_compare(args, registry) -> int:
 
         records = [{"job": j} for j in jobs]
         for recs in by_table(records).values():  # rows labelled as the tables will label them
-            label_rows(recs)
+            label_rows(recs, protocol)
         tuning_cost = {h: c for info in protocol.values() for h, c in info.get("tuning_cost", {}).items()}
         rows = plan_rows(records, out / "runs", registry, tuning_cost)
         print(plan_json(rows) if args.json else format_plan(rows, out / "runs"))
@@ -191,7 +191,7 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
         records.append(record)
     groups = by_table(records)
     for recs in groups.values():
-        label_rows(recs)
+        label_rows(recs, protocol)
     finished = [r for r in records if r["status"] != "owed"]
     tables = aggregate(finished, pairs, protocol, relabel=False)
     by_name = {t["name"]: t for t in tables}

@@ -278,3 +278,31 @@ def test_row_labels_show_sizes_and_defaults_plainly_and_stay_distinct():
     clash = [rec("letkf", None), rec("letkf", 20)]
     label_rows(clash)
     assert [r["row"] for r in clash] == ["letkf (members=None)", "letkf (members=20)"]
+
+
+def test_row_labels_leave_out_tuned_options_when_the_rest_tells_rows_apart():
+    """Each LETKF size is tuned on its own, so its rows differ in every tuned value: they read
+    'letkf (members=20)' and 'letkf (members=6)', the tuned values going to the table's notes.
+    Rows that only tuned values tell apart keep them in their names."""
+    from interfaces.aggregate import label_rows
+    from interfaces.grouping import group_name
+    from interfaces.sweep import job_hash
+
+    def rec(members, **options):
+        job = {"model": "m", "model_options": {}, "obs": "all", "seed": 0, "method": "letkf", "members": members,
+               "cycles": 10, "burn_in": 2, "obs_std": None, "method_options": options}
+        return {"job": job}
+
+    def protocol(recs):
+        tuned = {job_hash(r["job"]): {k: v for k, v in r["job"]["method_options"].items() if k != "rtps"} for r in recs}
+        return {group_name(recs[0]["job"]): {"tuned_jobs": tuned}}
+
+    recs = [rec(20, inflation=1.0, rtps=0.0), rec(6, inflation=0.9, rtps=0.3)]
+    label_rows(recs, protocol(recs))
+    assert [r["row"] for r in recs] == ["letkf (members=20, rtps=0.0)", "letkf (members=6, rtps=0.3)"]
+    assert recs[1]["variant"] == {"members": 6, "rtps": 0.3}
+    label_rows(recs)  # without the tuned file's record, every differing option is named
+    assert recs[1]["row"] == "letkf (members=6, inflation=0.9, rtps=0.3)"
+    same_size = [rec(20, inflation=1.0, rtps=0.0), rec(20, inflation=1.1, rtps=0.0)]
+    label_rows(same_size, protocol(same_size))
+    assert [r["row"] for r in same_size] == ["letkf (inflation=1.0)", "letkf (inflation=1.1)"]
