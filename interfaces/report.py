@@ -200,20 +200,46 @@ def paired_lines(table: dict) -> str:
     return text + (f" {verdict}" if verdict else "")
 
 
+def _reading(p: dict) -> str:
+    """Which of a pair is ahead where its interval excludes 0, else 'not separated'."""
+    diff, half = p.get("analysis_rmse_diff"), p.get("analysis_rmse_diff_ci95")
+    if diff is None or half is None or not (math.isfinite(diff) and math.isfinite(half)):
+        return "–"
+    if diff + half < 0:
+        return f"{p['a']} ahead"
+    if diff - half > 0:
+        return f"{p['b']} ahead"
+    return "not separated"
+
+
+def pairs_overview(tables: list[dict]) -> str:
+    """Every table's requested pairs in one table, so a suite's verdict (e.g. where a score
+    method beats the tuned LETKF) reads at a glance; '' when no table has pairs."""
+    lines = []
+    for t in tables:
+        m = len(t.get("pairs") or [])
+        for p in t.get("pairs") or []:
+            lines.append(f"| {t['name']} | {p['a']} − {p['b']} | {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} "
+                         f"| {p['seeds']} | {_p_text(p, m).removeprefix(', ') or '–'} | {_reading(p)} |")
+    if not lines:
+        return ""
+    return "\n".join(["## The pairs, table by table", "",
+                       "Paired RMSE a differences (seed by seed; negative favours the first), each table's pairs "
+                       "Holm-adjusted among themselves with Bonferroni-level intervals, as under each table below.", "",
+                       "| table | pair | a − b | seeds | p | reading |", "|---|---|---:|---:|---|---|", *lines])
+
+
 def verdict_line(pairs: list[dict]) -> str:
     """The pairs read out: which method is ahead where the (adjusted) interval excludes 0, and
     which pairs it does not separate, so that a reader need not check each sign and interval."""
     ahead, level = [], []
     for p in pairs:
-        diff, half = p.get("analysis_rmse_diff"), p.get("analysis_rmse_diff_ci95")
-        if diff is None or half is None or not (math.isfinite(diff) and math.isfinite(half)):
-            continue
-        if diff + half < 0:
-            ahead.append(f"{p['a']} ahead of {p['b']}")
-        elif diff - half > 0:
-            ahead.append(f"{p['b']} ahead of {p['a']}")
-        else:
+        reading = _reading(p)
+        if reading == "not separated":
             level.append(f"{p['a']} and {p['b']}")
+        elif reading != "–":
+            winner = reading.removesuffix(" ahead")
+            ahead.append(f"{winner} ahead of {p['b'] if winner == p['a'] else p['a']}")
     parts = ([", ".join(ahead)] if ahead else []) + (["not separated: " + ", ".join(level)] if level else [])
     return f"Read: {'; '.join(parts)}." if parts else ""
 
@@ -282,6 +308,9 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
              "level), with the seeds flagged one by one. ± time (AR1): the 95 % half-width of RMSE a that the finite "
              "scored windows alone explain (each run's time mean with an AR(1)-inflated standard error, as in DAPPER, "
              "the AR(1) fit pooled over the row's seeds).", ""]
+    overview = pairs_overview(tables)
+    if overview:
+        parts += [overview, ""]
     for t in tables:
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
         if t.get("pairs"):

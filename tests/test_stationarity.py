@@ -159,3 +159,20 @@ def test_the_suites_score_and_tune_on_disjoint_seeds():
         for block in suite["experiments"]:
             scoring, tuning = suites.block_seeds(suites._merge(suite.get("defaults", {}), block), suite)
             assert scoring and not set(scoring) & set(tuning)
+
+
+def test_the_suite_document_opens_with_every_tables_pairs_and_their_reading():
+    a = [1.0, 2.0, 3.0, 4.0, 5.0]
+    b = [1.5, 2.6, 3.4, 4.5, 5.6]  # b behind a on every seed: a − b about −0.52
+    c = [1.1, 1.9, 3.2, 3.8, 5.1]  # level with a
+    records = [rec(m, s, v) for m, vals in (("a", a), ("b", b), ("c", c)) for s, v in enumerate(vals)]
+    tables = aggregate.aggregate(records, [("a", "b"), ("a", "c")])
+    from interfaces import report
+
+    overview = report.pairs_overview(tables)
+    name = tables[0]["name"]
+    assert overview.startswith("## The pairs, table by table")
+    assert f"| {name} | a − b | -0.52 ± " in overview
+    assert overview.rstrip().endswith("| not separated |") and "| a ahead |" in overview
+    assert report.pairs_overview(aggregate.aggregate(records)) == ""  # no pairs asked: no section
+    assert "Read: a ahead of b; not separated: a and c." in report.paired_lines(tables[0])
