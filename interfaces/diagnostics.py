@@ -16,6 +16,11 @@ background and analysis (ensemble means):
 - E[d_b^2] = H B H^T + R: ``innovation_ratio`` = mean(d_b^2) / (sigma_o^2 + sigma_b_spread^2)
   near 1 for an ensemble whose spread is right; above 1, under-dispersed.
 
+Beside them, for a network of grid points (``all``, ``every``, ``random``, ``indices`` and their
+arctan), the background and analysis errors (area-weighted RMS against the truth) at the grid
+points observed and at the others: a method can weigh its observations as it should at their
+sites and still spread their information badly to the rest of the grid, or lose it in the forecast.
+
 Needs a full run file (the fields): a slim archive copy has none.
 """
 
@@ -107,7 +112,39 @@ def innovation_statistics(path, burn_in: int | None = None, registry=None) -> di
             row["innovation_ratio"] = float((d_b ** 2).mean() / expected)
         out[name] = row
     return {"file": str(path), "method": attrs.get("method"), "model": attrs.get("model"), "obs": attrs.get("obs"),
-            "members": int(attrs.get("members", 1)), "burn_in": start, "cycles_scored": done - start, "variables": out}
+            "members": int(attrs.get("members", 1)), "burn_in": start, "cycles_scored": done - start, "variables": out,
+            "coverage": error_by_coverage(model, op, background, analysis, truth)}
+
+
+#: The figures of the coverage table, per variable.
+COVERAGE_COLUMNS = ("observed_points", "rmse_b_observed", "rmse_b_unobserved", "rmse_a_observed", "rmse_a_unobserved")
+
+
+def error_by_coverage(model, op, background, analysis, truth) -> dict[str, dict[str, float]]:
+    """Per variable, the area-weighted RMS background and analysis errors at the grid points the
+    network observes and at the others ({} without a truth or for an interpolating network)."""
+    inner = getattr(op, "inner", op)
+    index, weight = getattr(inner, "index", None), getattr(inner, "weight", None)
+    if truth is None or index is None or index.shape[-1] != 1 or bool((weight != 1).any()):
+        return {}
+    observed = torch.zeros(math.prod(model.state_shape), dtype=torch.bool)
+    observed[index.reshape(-1)] = True
+    observed = observed.reshape(model.state_shape)
+    area = model.area_weights()
+    out = {}
+    for c, name in enumerate(model.variables):
+        pick = (lambda x: x[:, c]) if model.has_channels else (lambda x: x)  # noqa: E731
+        mask = observed[c] if model.has_channels else observed
+        if not bool(mask.any()):
+            continue
+        row = {"observed_points": float(mask.double().mean())}
+        for tag, field in (("b", background), ("a", analysis)):
+            sq = (pick(field) - pick(truth)).pow(2) * area
+            for where, m in (("observed", mask), ("unobserved", ~mask)):
+                w = area[m].sum() * field.shape[0]
+                row[f"rmse_{tag}_{where}"] = float((sq[:, m].sum() / w).sqrt()) if bool(m.any()) else math.nan
+        out[name] = row
+    return out
 
 
 def _rms(x: torch.Tensor) -> float:
@@ -127,6 +164,11 @@ def format_statistics(stats: dict[str, Any]) -> str:
     for name, row in stats["variables"].items():
         cells = [str(row["n"])] + [("–" if not math.isfinite(row[c]) else f"{row[c]:.4g}") for c in COLUMNS[1:]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if stats.get("coverage"):
+        lines += ["", "| variable | " + " | ".join(COVERAGE_COLUMNS) + " |", "|---|" + "---:|" * len(COVERAGE_COLUMNS)]
+        for name, row in stats["coverage"].items():
+            lines.append(f"| {name} | " + " | ".join("–" if not math.isfinite(row[c]) else f"{row[c]:.4g}"
+                                                     for c in COVERAGE_COLUMNS) + " |")
     lines += ["", "sigma_o_desroziers = sqrt(mean(d_a d_b)) estimates the observation-error std the analysis "
                   "behaved as if it had (compare sigma_o_assumed); sigma_b_desroziers = sqrt(mean((H x_a - H x_b) "
                   "d_b)) the background-error std it assumed at the sites; sigma_b_true is the background's real "
@@ -134,6 +176,9 @@ def format_statistics(stats: dict[str, Any]) -> str:
                   "innovation_ratio = mean(d_b^2) / (sigma_o^2 + spread^2): 1 when the spread is right, above 1 "
                   "under-dispersed. Departures are in the observations' units (radians for arctan). Desroziers et "
                   "al. 2005."]
+    if stats.get("coverage"):
+        lines[-1] += (" Second table: the share of grid points observed, and the area-weighted RMS background (b) and "
+                      "analysis (a) errors against the truth at those points and at the others, in the variable's units.")
     return "\n".join(lines)
 
 
@@ -147,8 +192,10 @@ def add_diagnose_parser(sub) -> None:
 def cmd_diagnose(args, registry) -> int:
     stats = innovation_statistics(args.run_file, args.burn_in, registry)
     if args.json:
-        clean = {**stats, "variables": {k: {c: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                                            for c, v in row.items()} for k, row in stats["variables"].items()}}
+        def finite(table):
+            return {k: {c: (v if not isinstance(v, float) or math.isfinite(v) else None) for c, v in row.items()}
+                    for k, row in table.items()}
+        clean = {**stats, "variables": finite(stats["variables"]), "coverage": finite(stats["coverage"])}
         print(json.dumps(clean))
     else:
         print(format_statistics(stats))

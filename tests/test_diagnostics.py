@@ -85,3 +85,33 @@ def test_bad_input_is_one_line_naming_the_file(near_kalman, cli, tmp_path):
                          ((str(near_kalman), "--burn-in", "600"), "leaves no scored cycle")]:
         code, _, err = cli("diagnose", *argv)
         assert code != 0 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_errors_split_by_coverage_against_a_hand_made_case():
+    """Background off the truth by 1 at the observed grid points and by 2 elsewhere, analysis by
+    0.5 and 3: the split must return exactly those, and the share of points observed."""
+    import torch
+
+    from interfaces.diagnostics import error_by_coverage
+    from interfaces.harness import build_model
+    from interfaces.observations import build_operator
+    from interfaces.registry import get_registry
+
+    model = build_model(get_registry(), "lorenz96", {}, None)
+    op = build_operator("every:2", model, torch.Generator().manual_seed(0))
+    seen = torch.zeros(model.state_shape, dtype=torch.bool)
+    seen[op.index.reshape(-1)] = True
+    truth = torch.randn(7, *model.state_shape, dtype=torch.float64)
+    background = truth + torch.where(seen, 1.0, 2.0)
+    analysis = truth - torch.where(seen, 0.5, 3.0)
+    (row,) = error_by_coverage(model, op, background, analysis, truth).values()
+    assert row["observed_points"] == pytest.approx(0.5)
+    assert (row["rmse_b_observed"], row["rmse_b_unobserved"]) == (pytest.approx(1.0), pytest.approx(2.0))
+    assert (row["rmse_a_observed"], row["rmse_a_unobserved"]) == (pytest.approx(0.5), pytest.approx(3.0))
+    assert error_by_coverage(model, op, background, analysis, None) == {}  # no truth: no split
+
+
+def test_a_filter_is_closer_to_the_truth_where_it_observes(near_kalman):
+    (row,) = innovation_statistics(near_kalman)["coverage"].values()
+    assert row["observed_points"] == pytest.approx(0.5)
+    assert row["rmse_a_observed"] < row["rmse_a_unobserved"] and row["rmse_a_observed"] < row["rmse_b_observed"]
