@@ -82,8 +82,9 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None, relab
         if "analysis_rmse" in cols:
             _paired_with_best(rows, recs)
             cols.insert(cols.index("analysis_rmse") + 1, "rmse_minus_best")
-            paired = paired_differences(recs, [p for p in (_pair_rows(rows, a, b) for a, b in pairs) if p])
-            matched = equal_cost_pairs(rows, recs, pairs)
+            paired = paired_differences(recs, [p for a, b in pairs for p in _pair_rows(rows, a, b)])
+            matched = equal_cost_pairs(rows, recs, [(a.removesuffix(EVERY_ROW), b.removesuffix(EVERY_ROW))
+                                                    for a, b in pairs])
         tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
                        "obs": job["obs"], "cycles": job["cycles"],
                        "truth_options": dict(job.get("truth_options") or {}), "model_error": job.get("model_error") or "",
@@ -182,10 +183,16 @@ def _declared_defaults(method: str) -> dict:
     return dict(getattr(_factory(method), "defaults", {}))
 
 
-def _pair_rows(rows: list[dict], a: str, b: str) -> tuple[str, str] | None:
+#: After a method's name in a pair ('losda*:letkf'): every row of the method, variants included.
+EVERY_ROW = "*"
+
+
+def _pair_rows(rows: list[dict], a: str, b: str) -> list[tuple[str, str]]:
     """A requested pair as row labels: a name is a row label, or a method with one row, or of a
-    method with several rows (variants) the one at the block's own settings; the variants are
-    compared at equal cost as well (equal_cost_pairs)."""
+    method with several rows (variants) the one at the block's own settings; 'method*' stands
+    for each of the method's rows, one pair per row (a table whose variants ask their own
+    question, e.g. a prior trained on the truth model's data). The variants are compared at
+    equal cost as well (equal_cost_pairs)."""
     def one(name):
         if any(r["method"] == name for r in rows):
             return name
@@ -195,8 +202,12 @@ def _pair_rows(rows: list[dict], a: str, b: str) -> tuple[str, str] | None:
         base = [r["method"] for r in mine if r.get("base")]
         return base[0] if len(base) == 1 else None
 
-    ra, rb = one(a), one(b)
-    return (ra, rb) if ra and rb else None
+    def every(name):
+        if name.endswith(EVERY_ROW):
+            return [r["method"] for r in rows if r["variant_of"] == name.removesuffix(EVERY_ROW)]
+        return [label] if (label := one(name)) else []
+
+    return [(ra, rb) for ra in every(a) for rb in every(b) if ra != rb]
 
 
 def equal_cost_pairs(rows: list[dict], recs: list[dict], pairs) -> list[dict]:

@@ -48,7 +48,8 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="option for every method/model declaring KEY; 'METHOD.KEY' or 'model.KEY' for one")
     p.add_argument("--pairs", default=None, metavar="A:B,...",
-                   help="also report the seed-by-seed RMSE difference A - B for these method pairs (default: the suite's)")
+                   help="also report the seed-by-seed RMSE difference A - B for these method pairs (default: the suite's); "
+                        "'A*:B' pairs every row of A (its variants too) with B")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     p.add_argument("--serial", action="store_true", help="run the jobs one after another in this process")
@@ -85,7 +86,8 @@ def cmd_compare(args, registry) -> int:
     if args.pairs is not None:
         pairs = parse_pairs(args.pairs, compared)
     else:  # a suite's pairs, less those that a --methods filter left without both methods
-        pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None) if set(p) <= compared]
+        pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None)
+                 if {name.removesuffix("*") for name in p} <= compared]
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
     if args.plan and args.finished:
         raise UsageError("--plan and --finished are two views of a sweep: give one")

@@ -361,13 +361,14 @@ def check_device(device: str) -> str:
 
 def parse_pairs(items: str | list[str], methods: set[str] | None) -> list[tuple[str, str]]:
     """'losda:dps,losda:3dvar' (or a suite's list of such items) -> [('losda', 'dps'),
-    ('losda', '3dvar')], names checked against the compared methods (when given)."""
+    ('losda', '3dvar')], names checked against the compared methods (when given). 'losda*'
+    pairs each row of the method (its variants too) rather than its own row alone."""
     pairs = []
     for item in _as_list(items):
         a, sep, b = item.partition(":")
         if not sep or not a or not b or a == b:
             raise UsageError(f"--pairs needs METHOD:OTHER items separated by commas, got '{item}'")
-        for name in (a, b) if methods is not None else ():
+        for name in (a.removesuffix("*"), b.removesuffix("*")) if methods is not None else ():
             if name not in methods:
                 raise UsageError(f"--pairs names method '{name}', which is not compared; compared: {', '.join(sorted(methods))}")
         pairs.append((a, b))

@@ -176,3 +176,33 @@ def test_the_suite_document_opens_with_every_tables_pairs_and_their_reading():
     assert overview.rstrip().endswith("| not separated |") and "| a ahead |" in overview
     assert report.pairs_overview(aggregate.aggregate(records)) == ""  # no pairs asked: no section
     assert "Read: a ahead of b; not separated: a and c." in report.paired_lines(tables[0])
+
+
+def test_a_starred_method_pairs_every_one_of_its_rows():
+    """'losda*:letkf' pairs each LO-SDA row (here its own and a variant's) with the LETKF's own
+    row, in one Holm family with the other pairs; plain 'losda:letkf' pairs only its own row."""
+    from interfaces.suites import parse_pairs
+
+    def row(method, seed, rmse, members=1, **options):
+        r = rec(method, seed, rmse)
+        r["job"]["members"], r["job"]["method_options"] = members, options
+        return r
+
+    records = ([row("losda", s, v) for s, v in enumerate([1.0, 1.1, 1.2, 1.3])]
+               + [row("losda", s, v, train_data="truth") for s, v in enumerate([0.5, 0.6, 0.7, 0.8])]
+               + [row("letkf", s, v, members=20) for s, v in enumerate([0.8, 0.9, 1.0, 1.1])]
+               + [row("letkf", s, v, members=6) for s, v in enumerate([1.8, 1.9, 2.0, 2.1])])
+    protocol = {aggregate.group_name(records[0]["job"]): {"base_jobs": {
+        aggregate.sweep_job_hash(r["job"]) for r in records
+        if not r["job"]["method_options"] and r["job"]["members"] in (1, 20)}}}
+    starred = parse_pairs("losda*:letkf", {"losda", "letkf"})
+    (table,) = aggregate.aggregate(records, starred, protocol)
+    pairs = {(p["a"], p["b"]): p for p in table["pairs"]}
+    assert set(pairs) == {("losda (train_data=default)", "letkf (members=20)"),
+                          ("losda (train_data=truth)", "letkf (members=20)")}
+    assert pairs[("losda (train_data=truth)", "letkf (members=20)")]["analysis_rmse_diff"] == pytest.approx(-0.3)
+    assert all("p_holm" in p for p in table["pairs"])  # one family of two
+    (plain,) = aggregate.aggregate(records, parse_pairs("losda:letkf", None), protocol)
+    assert [(p["a"], p["b"]) for p in plain["pairs"]] == [("losda (train_data=default)", "letkf (members=20)")]
+    with pytest.raises(UsageError, match="not compared"):
+        parse_pairs("enkf*:letkf", {"losda", "letkf"})
