@@ -146,8 +146,8 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     times_file.write_text(json.dumps([[list(k), v] for k, v in train_seconds.items()]))
     records = sweep.run_jobs(jobs, out / "runs", mode="serial" if serial else "dask", workers=workers,
                              scheduler=scheduler, cache_dir=cache_dir, registry=registry if serial else None,
-                             log=log, progress=progress,
-                             retry_failed=retry_failed)
+                             log=log, progress=progress, retry_failed=retry_failed,
+                             priority=cheap_rows_first(jobs, out / "runs", registry, protocol))
     for r in records:
         if r["status"] != "failed":
             # The run file's own record first; the warm-up's timing for run files that lack one.
@@ -220,6 +220,28 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
                                          head, files,
                                          owed=[{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"])
     return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
+
+
+def cheap_rows_first(jobs: list[dict], run_dir: Path, registry, protocol: dict | None):
+    """A sort key for the jobs still to run: part-way runs first (most of their cost is spent),
+    then rows by their estimated seconds per cycle (compare --plan's: the row's finished runs,
+    else its tuning runs), rows without an estimate last; the suite's order breaks ties. A long
+    sweep cut short then leaves whole cheap rows rather than a few seeds of every row."""
+    from .plan import plan_rows
+    from .sweep import job_hash
+
+    records = [{"job": j} for j in jobs]
+    for recs in by_table(records).values():
+        label_rows(recs, protocol)
+    tuning_cost = {h: c for info in (protocol or {}).values() for h, c in info.get("tuning_cost", {}).items()}
+    rows = {(r["table"], r["row"]): r for r in plan_rows(records, run_dir, registry, tuning_cost)}
+    key = {}
+    for r in records:
+        row = rows[(group_name(r["job"]), r["row"])]
+        cost = row["seconds_per_cycle"]
+        key[job_hash(r["job"])] = (0 if r["job"]["seed"] in row["partial"] else 1,
+                                   cost if cost is not None else float("inf"))
+    return lambda job: key.get(job_hash(job), (1, float("inf")))
 
 
 def _write_documents(folder: Path, tables: list[dict], failed: list[dict], head: dict, files: list[Path],

@@ -267,28 +267,32 @@ def pending(jobs: list[dict], run_dir, registry=None, retry_failed: bool = False
 def run_jobs(jobs: Iterable[dict], run_dir, *, mode: str = "dask", workers: int = 2,
              scheduler: str | None = None, cache_dir: str | None = None, registry=None,
              log: Callable[[str], None] = lambda s: None, retry_failed: bool = False,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, priority: Callable[[dict], Any] | None = None) -> list[dict]:
     """Run every job; mode 'serial' (this process) or 'dask' (``scheduler`` address, or a new
     LocalCluster of ``workers`` single-threaded processes). Records come back in job order.
     ``retry_failed`` runs again the jobs whose failure is recorded (interfaces/failures.py).
-    ``log`` gets a line per finished job, or (``progress`` false) per failed job only."""
+    ``log`` gets a line per finished job, or (``progress`` false) per failed job only.
+    ``priority`` (job -> sort key) orders the jobs still to run (lowest first; ties keep the
+    given order): compare starts cheap rows and part-way runs first, so that a sweep cut short
+    leaves whole rows. The records still come back in job order."""
     say = _job_logger(log, progress)
     jobs = list(jobs)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
+    order = sorted(range(len(jobs)), key=lambda i: (priority(jobs[i]), i)) if priority else list(range(len(jobs)))
     if mode == "serial":
-        out = []
-        for i, job in enumerate(jobs):
-            out.append(run_job(job, str(run_dir), cache_dir, registry=registry, retry_failed=retry_failed))
-            say(out[-1], i + 1, len(jobs))
-        return out
+        records: list[dict | None] = [None] * len(jobs)
+        for n, i in enumerate(order):
+            records[i] = run_job(jobs[i], str(run_dir), cache_dir, registry=registry, retry_failed=retry_failed)
+            say(records[i], n + 1, len(jobs))
+        return records  # type: ignore[return-value]
     if mode != "dask":
         raise ValueError(f"mode must be 'serial' or 'dask', got {mode!r}")
     # Finished jobs (and recorded failures) are read here; only the rest need a cluster (none
     # at all on a full rerun).
     out: list[dict | None] = [None] * len(jobs)
     todo = []
-    for i, job in enumerate(jobs):
-        out[i] = finished_record(job, run_dir, registry, retry_failed)
+    for i in order:
+        out[i] = finished_record(jobs[i], run_dir, registry, retry_failed)
         if out[i] is None:
             todo.append(i)
     if todo:

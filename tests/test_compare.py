@@ -299,3 +299,30 @@ def test_no_progress_leaves_out_the_finished_jobs_lines_but_not_the_failures(tmp
                     plots=False, log=lines.append, progress=False)
     assert not any("complete" in line for line in lines)
     assert [line for line in lines if "FAILED" in line and "deliberate failure" in line]
+
+
+def test_jobs_run_part_way_runs_first_then_cheap_rows_and_come_back_in_job_order(tmp_path):
+    """A priority orders the jobs still to run (records keep the job order); compare's puts a
+    part-way run first, then rows by their measured seconds per cycle, unknown costs last."""
+    jobs = tiny_jobs(methods=("3dvar", "free"), seeds=2, cycles=8)
+    ran = []
+    rank = {"free": 0, "3dvar": 1}
+    records = sweep.run_jobs(jobs, tmp_path / "a", mode="serial", registry=get_registry(),
+                             log=lambda line: ran.append(line.split(" on ")[0].split()[-1]),
+                             priority=lambda job: rank[job["method"]])
+    assert ran == ["free", "free", "3dvar", "3dvar"]
+    assert [r["job"]["method"] for r in records] == ["3dvar", "3dvar", "free", "free"]
+    # compare's key: a part-way run first; then a row whose runs finished, by their seconds per
+    # cycle; rows with no estimate last.
+    import xarray as xr
+
+    runs = tmp_path / "b" / "runs"
+    sweep.run_jobs([jobs[0]], runs, mode="serial", registry=get_registry())  # 3dvar, seed 0
+    with xr.open_dataset(sweep.run_path(runs, jobs[0])) as ds:
+        part = ds.load().isel(time=slice(0, 3))
+    part.attrs = {**part.attrs, "status": "partial", "completed_cycles": 3}
+    part.to_netcdf(sweep.run_path(runs, jobs[1]))  # 3dvar, seed 1, part-way
+    key = compare.cheap_rows_first(jobs, runs, get_registry(), None)
+    assert key(jobs[1])[0] == 0 and key(jobs[0])[0] == 1 and key(jobs[2])[0] == 1
+    assert 0 < key(jobs[0])[1] < float("inf") and key(jobs[2])[1] == float("inf")  # 3dvar measured, free not
+    assert sorted(jobs, key=key)[0] is jobs[1] and sorted(jobs, key=key)[-1]["method"] == "free"
