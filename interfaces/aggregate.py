@@ -14,6 +14,7 @@ from typing import Any
 from . import statistics
 from .grouping import group_key, group_name
 from .statistics import t_interval
+from .suites import EVERY_ROW, pair_method
 from .sweep import job_hash as sweep_job_hash
 
 #: Table columns in order; a trailing '*' stands for the per-variable scores of channel models.
@@ -83,8 +84,7 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None, relab
             _paired_with_best(rows, recs)
             cols.insert(cols.index("analysis_rmse") + 1, "rmse_minus_best")
             paired = paired_differences(recs, [p for a, b in pairs for p in _pair_rows(rows, a, b)])
-            matched = equal_cost_pairs(rows, recs, [(a.removesuffix(EVERY_ROW), b.removesuffix(EVERY_ROW))
-                                                    for a, b in pairs])
+            matched = equal_cost_pairs(rows, recs, [(pair_method(a), pair_method(b)) for a, b in pairs])
         tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
                        "obs": job["obs"], "cycles": job["cycles"],
                        "truth_options": dict(job.get("truth_options") or {}), "model_error": job.get("model_error") or "",
@@ -144,11 +144,15 @@ def label_rows(recs: list[dict], protocol: dict | None = None) -> None:
         # A job holds only the options given (and the model's defaults): the rest are the method's own.
         defaults = _declared_defaults(method)
         configs = [{k: c.get(k, defaults.get(k, "default")) for k in keys} for c in configs]
-        differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
-        distinct = {json.dumps({k: c.get(k) for k in differing}, sort_keys=True, default=str) for c in configs}
+        def count(names) -> int:
+            """How many configurations the settings ``names`` tell apart."""
+            return len({json.dumps({k: c.get(k) for k in names}, sort_keys=True, default=str) for c in configs})
+
+        differing = [k for k in keys if count([k]) > 1]
+        distinct = count(differing)
         tuned = set().union(*(tuned_keys(r["job"]) for r in mine))
         untuned = [k for k in differing if k not in tuned]
-        if len({json.dumps({k: c.get(k) for k in untuned}, sort_keys=True, default=str) for c in configs}) == len(distinct):
+        if count(untuned) == distinct:
             differing = untuned
         for r, c in zip(mine, configs):
             r["variant"] = {k: c.get(k) for k in differing}
@@ -158,7 +162,7 @@ def label_rows(recs: list[dict], protocol: dict | None = None) -> None:
         for shown in (lambda k, v: _shown(k, v, preferred), lambda k, v: str(v)):
             labels = [method + (f" ({', '.join(f'{k}={shown(k, v)}' for k, v in r['variant'].items())})" if differing else "")
                       for r in mine]
-            if len(set(labels)) >= len(distinct):
+            if len(set(labels)) >= distinct:
                 break
         for r, label in zip(mine, labels):
             r["row"] = label
@@ -183,10 +187,6 @@ def _declared_defaults(method: str) -> dict:
     return dict(getattr(_factory(method), "defaults", {}))
 
 
-#: After a method's name in a pair ('losda*:letkf'): every row of the method, variants included.
-EVERY_ROW = "*"
-
-
 def _pair_rows(rows: list[dict], a: str, b: str) -> list[tuple[str, str]]:
     """A requested pair as row labels: a name is a row label, or a method with one row, or of a
     method with several rows (variants) the one at the block's own settings; 'method*' stands
@@ -204,7 +204,7 @@ def _pair_rows(rows: list[dict], a: str, b: str) -> list[tuple[str, str]]:
 
     def every(name):
         if name.endswith(EVERY_ROW):
-            return [r["method"] for r in rows if r["variant_of"] == name.removesuffix(EVERY_ROW)]
+            return [r["method"] for r in rows if r["variant_of"] == pair_method(name)]
         return [label] if (label := one(name)) else []
 
     return [(ra, rb) for ra in every(a) for rb in every(b) if ra != rb]

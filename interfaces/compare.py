@@ -20,7 +20,7 @@ from typing import Any
 from .aggregate import aggregate, by_table, label_rows, seconds_by_method
 from .errors import UsageError
 from .grouping import group_name
-from .suites import build_jobs, load_suite, parse_pairs
+from .suites import build_jobs, load_suite, pair_method, parse_pairs
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def cmd_compare(args, registry) -> int:
         pairs = parse_pairs(args.pairs, compared)
     else:  # a suite's pairs, less those that a --methods filter left without both methods
         pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None)
-                 if {name.removesuffix("*") for name in p} <= compared]
+                 if {pair_method(name) for name in p} <= compared]
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
     if args.plan and args.finished:
         raise UsageError("--plan and --finished are two views of a sweep: give one")
@@ -97,13 +97,9 @@ def cmd_compare(args, registry) -> int:
         print(json.dumps(_clean(result["json"]), default=str) if args.json else result["markdown"])
         return 0
     if args.plan:
-        from .plan import format_plan, plan_json, plan_rows
+        from .plan import format_plan, plan_json
 
-        records = [{"job": j} for j in jobs]
-        for recs in by_table(records).values():  # rows labelled as the tables will label them
-            label_rows(recs, protocol)
-        tuning_cost = {h: c for info in protocol.values() for h, c in info.get("tuning_cost", {}).items()}
-        rows = plan_rows(records, out / "runs", registry, tuning_cost)
+        _, rows = _plan(jobs, out / "runs", registry, protocol)
         print(plan_json(rows) if args.json else format_plan(rows, out / "runs"))
         return 0
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
@@ -222,19 +218,27 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
     return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
 
 
-def cheap_rows_first(jobs: list[dict], run_dir: Path, registry, protocol: dict | None):
-    """A sort key for the jobs still to run: part-way runs first (most of their cost is spent),
-    then rows by their estimated seconds per cycle (compare --plan's: the row's finished runs,
-    else its tuning runs), rows without an estimate last; the suite's order breaks ties. A long
-    sweep cut short then leaves whole cheap rows rather than a few seeds of every row."""
+def _plan(jobs: list[dict], run_dir: Path, registry, protocol: dict | None) -> tuple[list[dict], list[dict]]:
+    """compare --plan's view of ``jobs``: their records ({"job", "row"}, rows labelled as the
+    tables will label them) and interfaces/plan.py's rows (seeds done, part-way, cost estimate)."""
     from .plan import plan_rows
-    from .sweep import job_hash
 
     records = [{"job": j} for j in jobs]
     for recs in by_table(records).values():
         label_rows(recs, protocol)
     tuning_cost = {h: c for info in (protocol or {}).values() for h, c in info.get("tuning_cost", {}).items()}
-    rows = {(r["table"], r["row"]): r for r in plan_rows(records, run_dir, registry, tuning_cost)}
+    return records, plan_rows(records, run_dir, registry, tuning_cost)
+
+
+def cheap_rows_first(jobs: list[dict], run_dir: Path, registry, protocol: dict | None):
+    """A sort key for the jobs still to run: part-way runs first (most of their cost is spent),
+    then rows by their estimated seconds per cycle (compare --plan's: the row's finished runs,
+    else its tuning runs), rows without an estimate last; the suite's order breaks ties. A long
+    sweep cut short then leaves whole cheap rows rather than a few seeds of every row."""
+    from .sweep import job_hash
+
+    records, plan = _plan(jobs, run_dir, registry, protocol)
+    rows = {(r["table"], r["row"]): r for r in plan}
     key = {}
     for r in records:
         row = rows[(group_name(r["job"]), r["row"])]

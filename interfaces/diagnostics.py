@@ -156,19 +156,22 @@ def _root(mean_product: float) -> float:
     return math.sqrt(mean_product) if mean_product >= 0 else math.nan
 
 
+def _cell(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.4g}"
+
+
 def format_statistics(stats: dict[str, Any]) -> str:
     """A markdown table, one row per observed variable, with how to read it."""
     head = (f"# Innovation diagnostics: {stats['method']} on {stats['model']} ({stats['obs']}, "
             f"{stats['members']} member(s)), cycles {stats['burn_in']}-{stats['burn_in'] + stats['cycles_scored'] - 1}")
     lines = [head, "", "| variable | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, row in stats["variables"].items():
-        cells = [str(row["n"])] + [("–" if not math.isfinite(row[c]) else f"{row[c]:.4g}") for c in COLUMNS[1:]]
+        cells = [str(row["n"])] + [_cell(row[c]) for c in COLUMNS[1:]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if stats.get("coverage"):
         lines += ["", "| variable | " + " | ".join(COVERAGE_COLUMNS) + " |", "|---|" + "---:|" * len(COVERAGE_COLUMNS)]
         for name, row in stats["coverage"].items():
-            lines.append(f"| {name} | " + " | ".join("–" if not math.isfinite(row[c]) else f"{row[c]:.4g}"
-                                                     for c in COVERAGE_COLUMNS) + " |")
+            lines.append(f"| {name} | " + " | ".join(_cell(row[c]) for c in COVERAGE_COLUMNS) + " |")
     lines += ["", "sigma_o_desroziers = sqrt(mean(d_a d_b)) estimates the observation-error std the analysis "
                   "behaved as if it had (compare sigma_o_assumed); sigma_b_desroziers = sqrt(mean((H x_a - H x_b) "
                   "d_b)) the background-error std it assumed at the sites; sigma_b_true is the background's real "

@@ -200,16 +200,22 @@ def paired_lines(table: dict) -> str:
     return text + (f" {verdict}" if verdict else "")
 
 
-def _reading(p: dict) -> str:
-    """Which of a pair is ahead where its interval excludes 0, else 'not separated'."""
+def _separation(p: dict) -> tuple[str, str] | str:
+    """(ahead, behind) where a pair's interval excludes 0; 'not separated' where it does not;
+    '–' without an interval."""
     diff, half = p.get("analysis_rmse_diff"), p.get("analysis_rmse_diff_ci95")
     if diff is None or half is None or not (math.isfinite(diff) and math.isfinite(half)):
         return "–"
     if diff + half < 0:
-        return f"{p['a']} ahead"
+        return p["a"], p["b"]
     if diff - half > 0:
-        return f"{p['b']} ahead"
+        return p["b"], p["a"]
     return "not separated"
+
+
+def _reading(p: dict) -> str:
+    sep = _separation(p)
+    return f"{sep[0]} ahead" if isinstance(sep, tuple) else sep
 
 
 def pairs_overview(tables: list[dict]) -> str:
@@ -234,12 +240,11 @@ def verdict_line(pairs: list[dict]) -> str:
     which pairs it does not separate, so that a reader need not check each sign and interval."""
     ahead, level = [], []
     for p in pairs:
-        reading = _reading(p)
-        if reading == "not separated":
+        sep = _separation(p)
+        if isinstance(sep, tuple):
+            ahead.append(f"{sep[0]} ahead of {sep[1]}")
+        elif sep == "not separated":
             level.append(f"{p['a']} and {p['b']}")
-        elif reading != "–":
-            winner = reading.removesuffix(" ahead")
-            ahead.append(f"{winner} ahead of {p['b'] if winner == p['a'] else p['a']}")
     parts = ([", ".join(ahead)] if ahead else []) + (["not separated: " + ", ".join(level)] if level else [])
     return f"Read: {'; '.join(parts)}." if parts else ""
 

@@ -359,6 +359,15 @@ def check_device(device: str) -> str:
     raise UsageError(f"--device {device} is not available here; valid devices: cpu" + (", cuda" if torch.cuda.is_available() else ""))
 
 
+#: After a method's name in a pair ('losda*:letkf'): every row of the method, variants included.
+EVERY_ROW = "*"
+
+
+def pair_method(name: str) -> str:
+    """The method a pair's side names ('losda*' and 'losda' both name losda)."""
+    return name.removesuffix(EVERY_ROW)
+
+
 def parse_pairs(items: str | list[str], methods: set[str] | None) -> list[tuple[str, str]]:
     """'losda:dps,losda:3dvar' (or a suite's list of such items) -> [('losda', 'dps'),
     ('losda', '3dvar')], names checked against the compared methods (when given). 'losda*'
@@ -368,7 +377,7 @@ def parse_pairs(items: str | list[str], methods: set[str] | None) -> list[tuple[
         a, sep, b = item.partition(":")
         if not sep or not a or not b or a == b:
             raise UsageError(f"--pairs needs METHOD:OTHER items separated by commas, got '{item}'")
-        for name in (a.removesuffix("*"), b.removesuffix("*")) if methods is not None else ():
+        for name in (pair_method(a), pair_method(b)) if methods is not None else ():
             if name not in methods:
                 raise UsageError(f"--pairs names method '{name}', which is not compared; compared: {', '.join(sorted(methods))}")
         pairs.append((a, b))
