@@ -5,8 +5,10 @@ jobs whose run file is complete and made by the current code). Before starting o
 a user wants to know, per table and row, how many seeds are done, which run is part-way (and at
 which cycle) and which are still to run, and roughly what is left to spend: the seconds per
 cycle of a row's finished runs times the cycles it still owes. A row with no finished run is
-estimated from its tuning runs (the chosen setting's seconds per cycle, from the tuned file),
-marked as such; a row with neither has no estimate, and the total says so rather than guessing.
+estimated from its part-way runs (the wall time each recorded per cycle so far), else from its
+tuning runs (the chosen setting's seconds per cycle, from the tuned file), marked as such; a row
+with none of these (a variant row no search ran, before its first cycles) has no estimate, and
+the total says so rather than guessing.
 """
 
 from __future__ import annotations
@@ -19,20 +21,26 @@ from .grouping import group_name
 from .sweep import attrs_state, job_code_version, job_hash, read_attrs, run_path
 
 
+#: How format_plan marks an estimate not taken from the row's finished scoring runs.
+MARKS = {"part-way runs": "+", "tuning runs": "*"}
+
+
 def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One entry per (table, row) of ``records`` ({"job", "row"} each, rows labelled as the
     tables will label them), in the order the jobs come: seeds done, partial runs with their
     cycle, seeds failed as recorded by an earlier run (finished: a rerun reads the failure back),
     seeds to run (missing, or made by other code: 'stale'), and an estimate of the
-    seconds still to spend: from the row's finished runs, else from ``tuning_cost`` ({job hash:
-    seconds per cycle of its tuning runs}; ``estimated_from`` says which), else None."""
+    seconds still to spend: from the row's finished runs, else from its part-way runs' recorded
+    cycles, else from ``tuning_cost`` ({job hash: seconds per cycle of its tuning runs};
+    ``estimated_from`` says which), else None."""
     tuning_cost = tuning_cost or {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         job = r["job"]
         key = (group_name(job), r["row"])
         row = rows.setdefault(key, {"table": key[0], "row": key[1], "seeds": 0, "done": [], "failed": [], "partial": {},
-                                    "to_run": [], "stale": [], "seconds_per_cycle": [], "cycles": job["cycles"],
+                                    "to_run": [], "stale": [], "seconds_per_cycle": [], "partial_seconds": [],
+                                    "cycles": job["cycles"],
                                     "cycles_owed": 0, "tuning_cost": tuning_cost.get(job_hash(job))})
         row["seeds"] += 1
         # One read of the file's attributes: its state, and for a partial run its cycles written.
@@ -51,22 +59,39 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
         if status == "partial":
             done = int(attrs.get("completed_cycles", 0))
             row["partial"][seed] = done
+            measured = _seconds_per_cycle_so_far(path)
+            if measured is not None:
+                row["partial_seconds"].append(measured)
             row["cycles_owed"] += max(int(job["cycles"]) - done, 0)
             continue
         (row["stale"] if status == "stale" else row["to_run"]).append(seed)
         row["cycles_owed"] += int(job["cycles"])
     out = []
     for row in rows.values():
-        per_cycle = row.pop("seconds_per_cycle")
-        mean = sum(per_cycle) / len(per_cycle) if per_cycle else None
         tuning = row.pop("tuning_cost")
-        row["estimated_from"] = "scoring runs" if mean is not None else ("tuning runs" if tuning else None)
-        mean = mean if mean is not None else tuning
+        sources = (("scoring runs", row.pop("seconds_per_cycle")), ("part-way runs", row.pop("partial_seconds")),
+                   ("tuning runs", [tuning] if tuning else []))
+        row["estimated_from"], mean = next(((name, sum(v) / len(v)) for name, v in sources if v), (None, None))
         row["seconds_per_cycle"] = mean
         row["seconds_left"] = (0.0 if row["cycles_owed"] == 0 else
                                (mean * row["cycles_owed"] if mean is not None else None))
         out.append(row)
     return out
+
+
+def _seconds_per_cycle_so_far(path) -> float | None:
+    """The mean wall time per cycle a part-way run file recorded (its 'seconds' variable), or None
+    when it has none or cannot be read."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
+            if "seconds" not in ds or ds["seconds"].size == 0:
+                return None
+            value = float(ds["seconds"].mean())
+    except Exception:  # noqa: BLE001 - an unreadable file just gives no estimate
+        return None
+    return value if value == value and value > 0 else None
 
 
 def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
@@ -80,7 +105,7 @@ def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
         partial = ", ".join(f"{s}: {c}/{row['cycles']}" for s, c in row["partial"].items()) or "-"
         left = row["seconds_left"]
         left_text = "-" if left == 0 else ("unknown" if left is None else f"~{left:,.0f}"
-                                            + ("*" if row["estimated_from"] == "tuning runs" else " "))
+                                            + MARKS.get(row["estimated_from"], " "))
         to_run = len(row["to_run"]) + len(row["stale"])
         stale = f" (of which {len(row['stale'])} made by other code)" if row["stale"] else ""
         failed = (f"; {len(row['failed'])} failed (seed {', '.join(map(str, row['failed']))}), as recorded"
@@ -93,8 +118,9 @@ def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
     unknown = sum(r["seconds_left"] is None for r in rows)
     lines += ["", f"{done} of {total} runs done; about {known:,.0f} seconds of runs left in the rows with an estimate"
               + (f", and {unknown} row(s) with none ('unknown')" if unknown else "")
-              + "; seconds per cycle as the row's finished runs measured them (* as its tuning runs did, "
-                "none having finished), one worker each: divide by --workers for wall time"]
+              + "; seconds per cycle as the row's finished runs measured them (+ as its part-way runs have so "
+                "far, * as its tuning runs did, none having finished), one worker each: divide by --workers "
+                "for wall time"]
     return "\n".join(lines)
 
 

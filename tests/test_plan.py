@@ -60,6 +60,25 @@ def test_the_plan_counts_done_partial_stale_and_missing_runs_and_runs_nothing(ha
         assert row["seconds_left"] == pytest.approx(per_cycle * 31)
 
 
+def test_a_row_with_only_part_way_runs_is_estimated_from_their_recorded_cycles(half_done, cli):
+    """No finished seed among those asked for: the part-way run's own per-cycle wall times (its
+    first 5 cycles, copied from seed 0's file) price the 7 + 12 cycles still owed, marked '+'."""
+    runs = half_done / "runs"
+    code, out, _ = cli("compare", *ARGS, "--seeds", "2,4", "--out", str(half_done), "--plan", "--json")
+    assert code == 0
+    for row in json.loads(out)["rows"]:
+        job = next(j for j in jobs_for("2,4") if j["method"] == row["row"] and j["seed"] == 2)
+        with xr.open_dataset(sweep.run_path(runs, job)) as ds:
+            measured = float(ds["seconds"].mean())
+        assert measured > 0
+        assert row["estimated_from"] == "part-way runs"
+        assert row["seconds_per_cycle"] == pytest.approx(measured)
+        assert row["seconds_left"] == pytest.approx(measured * (7 + 12))
+    code, out, _ = cli("compare", *ARGS, "--seeds", "2,4", "--out", str(half_done), "--plan")
+    assert code == 0 and "unknown" not in out
+    assert all(line.split()[2].endswith("+") for line in out.splitlines() if line.rstrip().endswith(("free", "3dvar")))
+
+
 def test_the_text_plan_names_each_row_and_says_what_it_cannot_estimate(half_done, cli, tmp_path):
     code, out, _ = cli("compare", *ARGS, "--seeds", "0,1,2,3,4", "--out", str(half_done), "--plan")
     assert code == 0
