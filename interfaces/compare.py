@@ -233,8 +233,9 @@ def _plan(jobs: list[dict], run_dir: Path, registry, protocol: dict | None) -> t
 def cheap_rows_first(jobs: list[dict], run_dir: Path, registry, protocol: dict | None):
     """A sort key for the jobs still to run: part-way runs first (most of their cost is spent),
     then rows by their estimated seconds per cycle (compare --plan's: the row's finished runs,
-    else its part-way runs, else its tuning runs), rows without an estimate last; the suite's order breaks ties. A long
-    sweep cut short then leaves whole cheap rows rather than a few seeds of every row."""
+    else its part-way runs, else its tuning runs), rows without an estimate last; the suite's
+    order breaks ties. A long sweep cut short then leaves whole cheap rows rather than a few
+    seeds of every row."""
     from .sweep import job_hash
 
     records, plan = _plan(jobs, run_dir, registry, protocol)
