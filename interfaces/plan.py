@@ -14,6 +14,7 @@ the total says so rather than guessing.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from . import failures
@@ -91,7 +92,7 @@ def _seconds_per_cycle_so_far(path) -> float | None:
             value = float(ds["seconds"].mean())
     except Exception:  # noqa: BLE001 - an unreadable file just gives no estimate
         return None
-    return value if value == value and value > 0 else None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
