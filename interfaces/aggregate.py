@@ -14,7 +14,7 @@ from typing import Any
 from . import statistics
 from .grouping import group_key, group_name
 from .statistics import t_interval
-from .suites import EVERY_ROW, pair_method
+from .suites import COST_OPTIONS, EVERY_ROW, pair_method
 from .sweep import job_hash as sweep_job_hash
 
 #: Table columns in order; a trailing '*' stands for the per-variable scores of channel models.
@@ -210,13 +210,28 @@ def _pair_rows(rows: list[dict], a: str, b: str) -> list[tuple[str, str]]:
     return [(ra, rb) for ra in every(a) for rb in every(b) if ra != rb]
 
 
+def cost_views(rows: list[dict], method: str) -> list[dict]:
+    """The rows of ``method`` that show it at another cost: its block's own row and the variants
+    that change at least one cost option (members, steps, ...) from it. A variant that changes
+    only other settings (a prior trained on other data) asks its own question: whichever of it
+    and the block's row ran faster on a loaded machine must not speak for the method at equal
+    cost. Without a known block row (run files read back alone) every row counts."""
+    mine = [r for r in rows if r["variant_of"] == method]
+    base = [r for r in mine if r.get("base")]
+    if len(base) != 1:
+        return mine
+    own = base[0]["variant"]
+    return [r for r in mine if r is base[0] or any(r["variant"].get(k) != own.get(k) for k in COST_OPTIONS)]
+
+
 def equal_cost_pairs(rows: list[dict], recs: list[dict], pairs) -> list[dict]:
-    """For each requested method pair (a, b): the row of a and the row of b whose seconds per
-    cycle are closest (smallest |log ratio|), with the paired seed-by-seed difference a - b
-    (Holm over this table's equal-cost pairs, as paired_differences does) and both costs."""
+    """For each requested method pair (a, b): the cost views (cost_views) of a and of b whose
+    seconds per cycle are closest (smallest |log ratio|), with the paired seed-by-seed
+    difference a - b (Holm over this table's equal-cost pairs, as paired_differences does) and
+    both costs."""
     chosen = []
     for a, b in pairs:
-        timed = lambda m: [r for r in rows if r["variant_of"] == m and r.get("seconds_per_cycle") is not None  # noqa: E731
+        timed = lambda m: [r for r in cost_views(rows, m) if r.get("seconds_per_cycle") is not None  # noqa: E731
                            and math.isfinite(r["seconds_per_cycle"]) and r["seconds_per_cycle"] > 0]
         candidates = [(abs(math.log(ra["seconds_per_cycle"] / rb["seconds_per_cycle"])), ra, rb)
                       for ra in timed(a) for rb in timed(b)]

@@ -362,6 +362,10 @@ def check_device(device: str) -> str:
 #: After a method's name in a pair ('losda*:letkf'): every row of the method, variants included.
 EVERY_ROW = "*"
 
+#: Options a run's cost grows with, in proportion: what tune's --tolerance trades accuracy
+#: against, and what makes a variant row a cost view of its method (aggregate.equal_cost_pairs).
+COST_OPTIONS = ("steps", "samples", "members", "iterations")
+
 
 def pair_method(name: str) -> str:
     """The method a pair's side names ('losda*' and 'losda' both name losda)."""

@@ -28,10 +28,7 @@ from .grouping import group_name
 from .options import parse_assignments
 from .registry import get_registry, instantiate_method
 from .statistics import t_interval
-
-
-# Options a run's cost grows with, in proportion: what --tolerance trades accuracy against.
-COST_OPTIONS = ("steps", "samples", "members", "iterations")
+from .suites import COST_OPTIONS
 
 
 def add_tune_parser(sub) -> None:

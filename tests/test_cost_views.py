@@ -119,6 +119,35 @@ def test_closest_cost_is_judged_by_ratio_not_difference():
     assert pair["b"] == "dps (steps=20)"
 
 
+
+def test_a_variant_that_asks_another_question_is_not_a_cost_view():
+    """A prior trained on other data is a row of its own question, not LO-SDA at another cost:
+    though it ran faster (load decides that), the equal-cost pair keeps the block's own row; a
+    variant that changes a cost option (the ensemble) stays a cost view."""
+    from interfaces.sweep import job_hash
+
+    records = []
+    for s in range(3):
+        records.append(rec("letkf", s, 0.15 + 0.01 * s, 0.3, members=20))
+        records.append(rec("losda", s, 0.16 + 0.01 * s, 5.9, options={"steps": 40}))
+        records.append(rec("losda", s, 0.17 + 0.01 * s, 5.1, options={"steps": 40, "train_data": "jet_speed=70"}))
+        records.append(rec("losda", s, 0.14 + 0.01 * s, 28.0, members=20, options={"steps": 40, "rtps": 0.5}))
+    base = {job_hash(r["job"]) for r in records if r["job"]["members"] == 20 and r["job"]["method"] == "letkf"
+            or r["job"]["method"] == "losda" and r["job"]["members"] == 1 and "train_data" not in r["job"]["method_options"]}
+    (table,) = aggregate.aggregate(records, [("losda*", "letkf")], {"m-all": {"base_jobs": base}})
+    rows = {r["method"]: r for r in table["rows"]}
+    truth = next(r for r in rows.values() if r["variant"].get("train_data") == "jet_speed=70")
+    ensemble = next(r for r in rows.values() if r["variant"].get("members") == 20 and r["variant_of"] == "losda")
+    own = next(r for r in rows.values() if r["variant_of"] == "losda" and r["base"])
+    assert [r["method"] for r in aggregate.cost_views(table["rows"], "losda")] == [own["method"], ensemble["method"]]
+    (pair,) = table["equal_cost_pairs"]
+    assert pair["a"] == own["method"] and pair["a_seconds_per_cycle"] == pytest.approx(5.9)
+    # Every LO-SDA row is still paired with the LETKF at its own settings ('losda*').
+    assert {p["a"] for p in table["pairs"]} == {own["method"], truth["method"], ensemble["method"]}
+    # Read back without the protocol (no block row known), every row counts again.
+    (table,) = aggregate.aggregate(records, [("losda*", "letkf")])
+    assert table["equal_cost_pairs"][0]["a"] == truth["method"]
+
 # --- the figure -------------------------------------------------------------------------------
 def _series(ax):
     return {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
