@@ -21,6 +21,11 @@ arctan), the background and analysis errors (area-weighted RMS against the truth
 points observed and at the others: a method can weigh its observations as it should at their
 sites and still spread their information badly to the rest of the grid, or lose it in the forecast.
 
+And, with a truth, the systematic part of each error: the area-weighted RMS of its time mean
+over the scored cycles (a stationary bias pattern) and that part's share of the mean squared
+error. Under model error the background can be mostly bias, which no flow-dependent covariance
+removes; a purely random error's share is about 1 / (independent cycles).
+
 Needs a full run file (the fields): a slim archive copy has none.
 """
 
@@ -113,7 +118,8 @@ def innovation_statistics(path, burn_in: int | None = None, registry=None) -> di
         out[name] = row
     return {"file": str(path), "method": attrs.get("method"), "model": attrs.get("model"), "obs": attrs.get("obs"),
             "members": int(attrs.get("members", 1)), "burn_in": start, "cycles_scored": done - start, "variables": out,
-            "coverage": error_by_coverage(model, op, background, analysis, truth)}
+            "coverage": error_by_coverage(model, op, background, analysis, truth),
+            "systematic": systematic_error(model, background, analysis, truth)}
 
 
 #: The figures of the coverage table, per variable.
@@ -147,6 +153,31 @@ def error_by_coverage(model, op, background, analysis, truth) -> dict[str, dict[
     return out
 
 
+#: The figures of the systematic-error table, per variable.
+SYSTEMATIC_COLUMNS = ("rmse_b", "bias_b", "bias_share_b", "rmse_a", "bias_a", "bias_share_a")
+
+
+def systematic_error(model, background, analysis, truth) -> dict[str, dict[str, float]]:
+    """Per variable, for the background (b) and the analysis (a): the area-weighted RMS error
+    over the cycles given (``rmse``), the area-weighted RMS of its time-mean field (``bias``:
+    the error every cycle shares) and bias^2 / rmse^2 (``bias_share``, 0 to 1). {} without a truth."""
+    if truth is None:
+        return {}
+    area = model.area_weights()
+    out = {}
+    for c, name in enumerate(model.variables):
+        pick = (lambda x: x[:, c]) if model.has_channels else (lambda x: x)  # noqa: E731
+        row = {}
+        for tag, field in (("b", background), ("a", analysis)):
+            error = pick(field) - pick(truth)
+            mse = float((error.pow(2).mean(0) * area).sum() / area.sum())
+            bias = float((error.mean(0).pow(2) * area).sum() / area.sum())
+            row[f"rmse_{tag}"], row[f"bias_{tag}"] = math.sqrt(mse), math.sqrt(bias)
+            row[f"bias_share_{tag}"] = bias / mse if mse > 0 else math.nan
+        out[name] = row
+    return out
+
+
 def _rms(x: torch.Tensor) -> float:
     return float(x.pow(2).mean().sqrt()) if x.numel() else math.nan
 
@@ -172,6 +203,10 @@ def format_statistics(stats: dict[str, Any]) -> str:
         lines += ["", "| variable | " + " | ".join(COVERAGE_COLUMNS) + " |", "|---|" + "---:|" * len(COVERAGE_COLUMNS)]
         for name, row in stats["coverage"].items():
             lines.append(f"| {name} | " + " | ".join(_cell(row[c]) for c in COVERAGE_COLUMNS) + " |")
+    if stats.get("systematic"):
+        lines += ["", "| variable | " + " | ".join(SYSTEMATIC_COLUMNS) + " |", "|---|" + "---:|" * len(SYSTEMATIC_COLUMNS)]
+        for name, row in stats["systematic"].items():
+            lines.append(f"| {name} | " + " | ".join(_cell(row[c]) for c in SYSTEMATIC_COLUMNS) + " |")
     lines += ["", "sigma_o_desroziers = sqrt(mean(d_a d_b)) estimates the observation-error std the analysis "
                   "behaved as if it had (compare sigma_o_assumed); sigma_b_desroziers = sqrt(mean((H x_a - H x_b) "
                   "d_b)) the background-error std it assumed at the sites; sigma_b_true is the background's real "
@@ -182,6 +217,11 @@ def format_statistics(stats: dict[str, Any]) -> str:
     if stats.get("coverage"):
         lines[-1] += (" Second table: the share of grid points observed, and the area-weighted RMS background (b) and "
                       "analysis (a) errors against the truth at those points and at the others, in the variable's units.")
+    if stats.get("systematic"):
+        lines[-1] += (f" Last table: the area-weighted RMS error (rmse), the RMS of its time mean over the "
+                      f"{stats['cycles_scored']} scored cycles (bias: the error every cycle shares) and bias^2 / rmse^2 "
+                      f"(bias_share); a purely random error's share is about 1 / (independent cycles), so a large "
+                      f"share is a systematic error, such as a model error's, that the method leaves in place.")
     return "\n".join(lines)
 
 
@@ -198,7 +238,7 @@ def cmd_diagnose(args, registry) -> int:
         def finite(table):
             return {k: {c: (v if not isinstance(v, float) or math.isfinite(v) else None) for c, v in row.items()}
                     for k, row in table.items()}
-        clean = {**stats, "variables": finite(stats["variables"]), "coverage": finite(stats["coverage"])}
+        clean = {**stats, **{k: finite(stats[k]) for k in ("variables", "coverage", "systematic")}}
         print(json.dumps(clean))
     else:
         print(format_statistics(stats))
