@@ -199,8 +199,8 @@ def _pair_rows(rows: list[dict], a: str, b: str) -> list[tuple[str, str]]:
         mine = [r for r in rows if r["variant_of"] == name]
         if len(mine) == 1:
             return mine[0]["method"]
-        base = [r["method"] for r in mine if r.get("base")]
-        return base[0] if len(base) == 1 else None
+        block = _block_row(rows, name)
+        return block["method"] if block else None
 
     def every(name):
         if name.endswith(EVERY_ROW):
@@ -217,11 +217,17 @@ def cost_views(rows: list[dict], method: str) -> list[dict]:
     and the block's row ran faster on a loaded machine must not speak for the method at equal
     cost. Without a known block row (run files read back alone) every row counts."""
     mine = [r for r in rows if r["variant_of"] == method]
-    base = [r for r in mine if r.get("base")]
-    if len(base) != 1:
+    block = _block_row(rows, method)
+    if block is None:
         return mine
-    own = base[0]["variant"]
-    return [r for r in mine if r is base[0] or any(r["variant"].get(k) != own.get(k) for k in COST_OPTIONS)]
+    return [r for r in mine if r is block or any(r["variant"].get(k) != block["variant"].get(k) for k in COST_OPTIONS)]
+
+
+def _block_row(rows: list[dict], method: str) -> dict | None:
+    """The row of ``method`` at its suite block's own settings (not a declared variant), or None
+    when the protocol did not say which (run files read back alone) or names several."""
+    base = [r for r in rows if r["variant_of"] == method and r.get("base")]
+    return base[0] if len(base) == 1 else None
 
 
 def equal_cost_pairs(rows: list[dict], recs: list[dict], pairs) -> list[dict]:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import metrics
 from .errors import DataError
 
 #: The figures of one variable, in the order the table prints them.
@@ -163,18 +164,14 @@ def systematic_error(model, background, analysis, truth) -> dict[str, dict[str, 
     the error every cycle shares) and bias^2 / rmse^2 (``bias_share``, 0 to 1). {} without a truth."""
     if truth is None:
         return {}
-    area = model.area_weights()
-    out = {}
-    for c, name in enumerate(model.variables):
-        pick = (lambda x: x[:, c]) if model.has_channels else (lambda x: x)  # noqa: E731
-        row = {}
-        for tag, field in (("b", background), ("a", analysis)):
-            error = pick(field) - pick(truth)
-            mse = float((error.pow(2).mean(0) * area).sum() / area.sum())
-            bias = float((error.mean(0).pow(2) * area).sum() / area.sum())
-            row[f"rmse_{tag}"], row[f"bias_{tag}"] = math.sqrt(mse), math.sqrt(bias)
-            row[f"bias_share_{tag}"] = bias / mse if mse > 0 else math.nan
-        out[name] = row
+    area, out = model.area_weights(), {name: {} for name in model.variables}
+    for tag, field in (("b", background), ("a", analysis)):
+        error = field - truth
+        mse = metrics.per_variable(error.pow(2).mean(0), area, model.has_channels)
+        bias = metrics.per_variable(error.mean(0).pow(2), area, model.has_channels)
+        for name, m, b in zip(model.variables, mse.tolist(), bias.tolist()):
+            out[name].update({f"rmse_{tag}": math.sqrt(m), f"bias_{tag}": math.sqrt(b),
+                              f"bias_share_{tag}": b / m if m > 0 else math.nan})
     return out
 
 
