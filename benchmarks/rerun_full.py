@@ -25,6 +25,16 @@ The record of each search says which rule chose. When a call
 compares several tables into one folder it ends with one compare over all of them, since
 compare rewrites the folder's results.md and summary.json from the tables it was given.
 
+A campaign that runs for days is best run from a detached worktree, so that work on the main
+checkout cannot change the code it runs (a changed run code makes its finished runs stale);
+`--archive-root` points the slim copies at the main checkout, where they are committed, and
+leaves the worktree clean for the next `git checkout --detach <main HEAD>`:
+
+    git worktree add --detach ../runtree HEAD && cd ../runtree
+    PYTHONPATH=. nohup python benchmarks/rerun_full.py --suite regimes --archive-root ../main > runs/regimes.log 2>&1 &
+
+The tuned file stays the worktree's: copy it to the main checkout when a table's searches end.
+
 `--status` runs nothing: per table, each method's tuning (its entry in the tuned file, or the
 search so far: settings finished on every tuning seed, the best of them, the runs part-way) and
 then `compare --plan` for its scoring, after restoring the committed archive as any call does.
@@ -149,12 +159,16 @@ class Archive:
     def __init__(self, log, every: float):
         self.log, self.every, self.pairs, self.lock = log, every, [], threading.Lock()
 
+    @staticmethod
+    def shown(path: Path) -> str:
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
     def track(self, run_dir: Path, archive_dir: Path) -> None:
         from interfaces import archive
 
         copied = archive.restore(archive_dir, run_dir)
         if copied:
-            self.log(f"  restored {len(copied)} finished run(s) from {archive_dir.relative_to(ROOT)}")
+            self.log(f"  restored {len(copied)} finished run(s) from {self.shown(archive_dir)}")
         with self.lock:
             if (run_dir, archive_dir) not in self.pairs:
                 self.pairs.append((run_dir, archive_dir))
@@ -166,7 +180,7 @@ class Archive:
             for run_dir, archive_dir in self.pairs:
                 written = archive.sync(run_dir, archive_dir)
                 if written:
-                    self.log(f"  archived {len(written)} finished run(s) in {archive_dir.relative_to(ROOT)}")
+                    self.log(f"  archived {len(written)} finished run(s) in {self.shown(archive_dir)}")
 
     def start(self) -> None:
         def loop():
@@ -181,7 +195,8 @@ class Archive:
 
 
 def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: Path, seeds: list[int],
-                folder: str | None = None, members: int | None = None, grids: list[str] | None = None) -> str:
+                folder: str | None = None, members: int | None = None, grids: list[str] | None = None,
+                archive_root: Path = ROOT) -> str:
     """One line on one search of a method for a table (see ``searches``; by default the one at
     the method's own size): its entry in the tuned file, or how far the search has got (from the
     archive's slim copies and the local tune runs); an entry whose search is running again
@@ -197,7 +212,7 @@ def tune_status(name: str, method: str, family: str, out_root: str, tuned_file: 
     code = job_code_version({"model": family, "method": method})
     scores: dict[tuple, dict[int, float]] = {}
     running, stale = [], 0
-    where = [ROOT / out_root / "archive" / "tune" / folder, ROOT / "runs" / "tune" / folder / "runs"]
+    where = [archive_root / out_root / "archive" / "tune" / folder, ROOT / "runs" / "tune" / folder / "runs"]
     # A finished run is in both folders (its slim copy and the run file): each name counts once.
     files = {p.name: p for d in where if d.is_dir() for p in d.glob("*.nc")}
     for _, path in sorted(files.items()):
@@ -268,11 +283,11 @@ def status(args, out_root: str, only: set[str] | None) -> int:
         for method in block["methods"]:
             if method not in UNTUNED and (not only or method in only):
                 for folder, members, _, grids in searches(name, block, method, family):
-                    print(tune_status(name, method, family, out_root, tuned_file, seeds, folder, members, grids),
-                          flush=True)
+                    print(tune_status(name, method, family, out_root, tuned_file, seeds, folder, members, grids,
+                                      archive_root(args)), flush=True)
         out = f"{out_root}/{family}" if args.suite == "full" else out_root
         if not args.no_archive:
-            slim_archive.restore(ROOT / out / "archive" / "compare", ROOT / out / "runs")
+            slim_archive.restore(archive_root(args) / out / "archive" / "compare", ROOT / out / "runs")
         cmd = [*compare_command(exe, args, family, out, [name], only), "--plan"]
         code = subprocess.call(cmd, cwd=ROOT)
         if code:
@@ -309,9 +324,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-archive", action="store_true",
                    help="neither restore nor write the slim copies under <results>/archive/")
     p.add_argument("--archive-every", type=float, default=300, help="seconds between archive syncs")
+    p.add_argument("--archive-root", default=None,
+                   help="checkout whose <results>/archive/ is restored from and synced to (default this one): "
+                        "a campaign run from a detached worktree, so that edits to the main checkout cannot change "
+                        "the code it runs, writes its slim copies straight into the main checkout to be committed "
+                        "there, and the worktree stays clean for the next checkout")
     p.add_argument("--status", action="store_true",
                    help="run nothing: each table's tuning so far and compare --plan for its scoring")
     args = p.parse_args(argv)
+    archive_root(args)  # a wrong --archive-root stops here, before anything runs
     only = set(args.methods.split(",")) if args.methods else None
     exe = str(Path(sys.executable).with_name("da-harness"))
     out_root = {"full": "benchmarks/results/full-protocol", "regimes": "benchmarks/results/regimes"}.get(
@@ -352,7 +373,8 @@ def main(argv=None) -> int:
                 for g in grids:
                     cmd += ["--grid", g]
                 if archive:
-                    archive.track(ROOT / "runs" / "tune" / folder / "runs", ROOT / out_root / "archive" / "tune" / folder)
+                    archive.track(ROOT / "runs" / "tune" / folder / "runs",
+                                  archive_root(args) / out_root / "archive" / "tune" / folder)
                 run(cmd, log)
                 if archive:
                     archive.sync()
@@ -364,7 +386,7 @@ def main(argv=None) -> int:
             out = f"{out_root}/{family}" if args.suite == "full" else out_root
             done.setdefault(out, (family, []))[1].append(name)
             if archive:
-                archive.track(ROOT / out / "runs", ROOT / out / "archive" / "compare")
+                archive.track(ROOT / out / "runs", archive_root(args) / out / "archive" / "compare")
             run(compare_command(exe, args, family, out, [name], only), log)
             if archive:
                 archive.sync()
@@ -375,6 +397,16 @@ def main(argv=None) -> int:
         if len(names) > 1:
             run(compare_command(exe, args, family, out, names, only), log)
     return 0
+
+
+def archive_root(args) -> Path:
+    """The checkout holding the committed slim copies (``--archive-root``, default this one)."""
+    if not getattr(args, "archive_root", None):
+        return ROOT
+    root = Path(args.archive_root).resolve()
+    if not (root / "benchmarks").is_dir():
+        raise SystemExit(f"rerun_full: --archive-root {args.archive_root} is not a da-harness checkout (no benchmarks/)")
+    return root
 
 
 def slim_tune_runs(run_dir: Path, log) -> None:

@@ -151,3 +151,37 @@ def test_status_counts_the_settings_a_search_recorded_as_failed(rerun_full, sear
     line = rerun_full.tune_status(searched["table"], "3dvar", "lorenz96", str(searched["out_root"]),
                                   local / "absent.toml", [100, 101])
     assert "2 setting(s) finished" in line and "1 setting(s) failed (diverged) on a tuning seed, as recorded" in line
+
+
+def test_archive_root_sends_the_slim_copies_to_another_checkout(rerun_full, tmp_path, monkeypatch):
+    """A campaign run from a detached worktree (--archive-root MAIN) restores from and syncs to the
+    main checkout's archive, so its own checkout stays clean; the log names the folder in full."""
+    worktree, main = tmp_path / "worktree", tmp_path / "main"
+    (main / "benchmarks").mkdir(parents=True)
+    monkeypatch.setattr(rerun_full, "ROOT", worktree)
+    root = rerun_full.archive_root(type("Args", (), {"archive_root": str(main)})())
+    assert root == main.resolve()
+    assert rerun_full.archive_root(type("Args", (), {"archive_root": None})()) == worktree
+
+    runs, out = worktree / "runs" / "compare", "benchmarks/results/regimes"
+    finished = job(1.0, 100)
+    sweep.run_jobs([finished], runs, mode="serial", registry=get_registry(), cache_dir=str(tmp_path / "da-cache"))
+    lines = []
+    store = rerun_full.Archive(lines.append, every=3600)
+    store.track(runs, root / out / "archive" / "compare")
+    store.sync()
+    copied = root / out / "archive" / "compare" / sweep.run_path(runs, finished).name
+    assert copied.is_file() and not (worktree / out).exists()
+    assert lines == [f"  archived 1 finished run(s) in {root / out / 'archive' / 'compare'}"]
+
+    # A fresh worktree (no run files) gets the finished run back from the other checkout.
+    fresh_runs = worktree / "runs" / "fresh"
+    lines.clear()
+    store.track(fresh_runs, root / out / "archive" / "compare")
+    assert (fresh_runs / copied.name).is_file()
+    assert lines == [f"  restored 1 finished run(s) from {root / out / 'archive' / 'compare'}"]
+
+
+def test_archive_root_that_is_not_a_checkout_is_refused(rerun_full, tmp_path):
+    with pytest.raises(SystemExit, match=r"--archive-root .*nowhere is not a da-harness checkout"):
+        rerun_full.archive_root(type("Args", (), {"archive_root": str(tmp_path / "nowhere")})())
