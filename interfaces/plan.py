@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from . import failures
 from .grouping import group_name
-from .sweep import attrs_state, job_code_version, job_hash, read_attrs, run_path
+from .sweep import attrs_state, job_code_version, job_hash, run_path
 
 
 #: How format_plan marks an estimate not taken from the row's finished scoring runs.
@@ -44,9 +45,9 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
                                     "cycles": job["cycles"],
                                     "cycles_owed": 0, "tuning_cost": tuning_cost.get(job_hash(job))})
         row["seeds"] += 1
-        # One read of the file's attributes: its state, and for a partial run its cycles written.
+        # One read of the file: its state, and for a partial run its cycles written and their times.
         path, code = run_path(run_dir, job), job_code_version(job, registry)
-        attrs = read_attrs(path)
+        attrs, measured = _attrs_and_seconds(path)
         status, summary, _ = attrs_state(attrs, code) if attrs else ("missing", None, "")
         seed = job["seed"]
         if status == "complete":
@@ -60,7 +61,6 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
         if status == "partial":
             done = int(attrs.get("completed_cycles", 0))
             row["partial"][seed] = done
-            measured = _seconds_per_cycle_so_far(path)
             if measured is not None:
                 row["partial_seconds"].append(measured)
             row["cycles_owed"] += max(int(job["cycles"]) - done, 0)
@@ -80,19 +80,26 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
     return out
 
 
-def _seconds_per_cycle_so_far(path) -> float | None:
-    """The mean wall time per cycle a part-way run file recorded (its 'seconds' variable), or None
-    when it has none or cannot be read."""
+def _attrs_and_seconds(path) -> tuple[dict[str, Any] | None, float | None]:
+    """A run file's attributes (None when it is missing or unreadable, as ``read_attrs``) and, for
+    a file not complete, the mean wall time per cycle it recorded so far (its 'seconds' variable;
+    None when it has none), from one opening of the file."""
     import xarray as xr
 
+    if not Path(path).exists():
+        return None, None
     try:
         with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
-            if "seconds" not in ds or ds["seconds"].size == 0:
-                return None
-            value = float(ds["seconds"].mean())
-    except Exception:  # noqa: BLE001 - an unreadable file just gives no estimate
-        return None
-    return value if math.isfinite(value) and value > 0 else None
+            attrs = dict(ds.attrs)
+            if attrs.get("status") == "complete" or "seconds" not in ds or ds["seconds"].size == 0:
+                return attrs, None
+            try:
+                value = float(ds["seconds"].mean())
+            except Exception:  # noqa: BLE001 - unreadable times just give no estimate
+                return attrs, None
+    except Exception:  # noqa: BLE001 - an unreadable file is simply redone
+        return None, None
+    return attrs, (value if math.isfinite(value) and value > 0 else None)
 
 
 def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
