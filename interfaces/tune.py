@@ -132,7 +132,10 @@ def cmd_tune(args, registry) -> int:
                  # What the search cost, read from its run files: a rerun that finds them all
                  # finished takes seconds of wall time, but the choice still cost this much.
                  run_seconds=round(sum(r["run_seconds"] for r in entry["search"]), 3))
-    written = tuned.upsert(out, entry)
+    # A search read back whole ran nothing: the entry keeps the commit, date and wall time of the
+    # invocation that ran it, even when figures derived from the runs (e.g. a time interval whose
+    # formula improved since) are written anew.
+    written = tuned.upsert(out, entry, keep_provenance=search.computed == 0)
     if args.json:
         print(json.dumps(compare._clean({**entry, "file": str(out), "unchanged": not written})))
     else:
@@ -190,6 +193,7 @@ class Search:
         self.members = first["members"]
         self.run_dir = Path(args.runs or f"runs/tune/{self.table}-{args.method}") / "runs"
         self.scores: dict[tuple, dict[str, Any]] = {}  # setting -> its search record, in the order tried
+        self.computed = 0  # runs this invocation made (or that failed now), not read back from their files
         self.extended: dict[str, list[str]] = {}  # option -> values added beyond its list's edge
         names = getattr(args, "cost_options", ",".join(COST_OPTIONS))
         self.cost_keys = [k for k in (n.strip() for n in names.split(",")) if k in grid]
@@ -239,6 +243,7 @@ class Search:
         records = sweep.run_jobs(flat, self.run_dir, mode="serial" if a.serial else "dask", workers=a.workers,
                                  scheduler=a.scheduler, cache_dir=a.cache_dir, registry=self.registry if a.serial else None,
                                  log=log, retry_failed=retry)
+        self.computed += sum(r["status"] != "skipped" and not r.get("recorded") for r in records)
         by_hash = {r["hash"]: r for r in records}
         for s in todo:
             self.scores[s] = self.score(s, [by_hash[sweep.job_hash(j)] for j in jobs[s]])

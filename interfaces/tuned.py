@@ -95,20 +95,25 @@ def seconds_per_cycle(entry: dict | None) -> float | None:
     return None
 
 
-# Who ran a search and when; a rerun that only reads the same search back changes nothing else.
-PROVENANCE_KEYS = ("commit", "date", "wall_seconds")
+# Who ran a search and when ('rescored': when a search read back whole was scored anew); a
+# rerun that only reads the same search back changes nothing else.
+PROVENANCE_KEYS = ("commit", "date", "wall_seconds", "rescored")
 
 
-def upsert(path, entry: dict[str, Any]) -> bool:
+def upsert(path, entry: dict[str, Any], keep_provenance: bool = False) -> bool:
     """Write ``entry`` into the file, replacing the one for the same table, method and ensemble
     size; returns False, writing nothing, when that entry already says the same apart from its
     provenance (a rerun that read every run back keeps the record of the invocation that
-    computed them)."""
+    computed them). With ``keep_provenance`` (the search ran nothing now) a changed entry keeps
+    the old one's commit, date and wall time, and records this invocation's in 'rescored'."""
     import tomllib
 
     path = Path(path)
     entries = read(path) if path.exists() else []
     old = next((e for e in entries if _same_key(e, entry)), None)
+    if old is not None and keep_provenance and all(k in old for k in ("commit", "date")):
+        entry = {**entry, "rescored": f"{entry.get('date')} at {entry.get('commit')}",
+                 **{k: old[k] for k in ("commit", "date", "wall_seconds") if k in old}}
     if old is not None:
         # Compared as the file would write them (floats, None and NaN scores alike).
         new = tomllib.loads(dumps([entry]))["entry"][0]

@@ -71,6 +71,42 @@ def test_a_search_that_differs_replaces_its_entry_and_a_read_back_keeps_the_prov
     assert tuned.find(entries, "t", "m")["commit"] == "def" and tuned.find(entries, "t", "other")["commit"] == "abc"
 
 
+def test_a_read_back_that_rescores_keeps_who_ran_the_search(tuned_file, cli, tmp_path):
+    """A search read back whole (nothing run) whose derived figures come out differently (here a
+    time interval, as when its formula improved) rewrites them but keeps the commit, date and wall
+    time of the invocation that ran the search, and says when it was rescored."""
+    (entry,) = tuned.read(tuned_file)
+    entry = {**entry, "commit": "0000000", "date": "2026-01-01T00:00:00+00:00", "wall_seconds": 1234.5,
+             "search": [{**s, "time_ci95": 9.0} for s in entry["search"]]}
+    copy = tmp_path / "tuned.toml"
+    copy.write_text(tuned.dumps([entry]))
+    code, out, _ = cli(*TUNE, "--grid", "scale=0.05,0.5,5", "--seeds", "100,101", "--out", str(copy),
+                       "--runs", str(tuned_file.parent / "runs"), "--json")
+    assert code == 0 and json.loads(out)["unchanged"] is False
+    (again,) = tuned.read(copy)
+    assert (again["commit"], again["date"], again["wall_seconds"]) == ("0000000", "2026-01-01T00:00:00+00:00", 1234.5)
+    assert again["rescored"].endswith(f" at {json.loads(out)['commit']}")
+    assert all(s["time_ci95"] != 9.0 for s in again["search"])  # the figures were written anew
+    # Read back again: the same figures, nothing written.
+    before = copy.read_text()
+    code, out, _ = cli(*TUNE, "--grid", "scale=0.05,0.5,5", "--seeds", "100,101", "--out", str(copy),
+                       "--runs", str(tuned_file.parent / "runs"), "--json")
+    assert code == 0 and json.loads(out)["unchanged"] is True and copy.read_text() == before
+
+
+def test_upsert_keeps_the_provenance_only_when_asked(tmp_path):
+    path = tmp_path / "t.toml"
+    first = {"table": "t", "method": "m", "chosen": {"a": 1.0}, "seeds": [100], "score": 0.5,
+             "commit": "abc", "date": "2026-01-01", "wall_seconds": 900.0}
+    assert tuned.upsert(path, first)
+    assert tuned.upsert(path, {**first, "score": 0.4, "commit": "def", "date": "2026-02-02", "wall_seconds": 3.0},
+                        keep_provenance=True)
+    kept = tuned.find(tuned.read(path), "t", "m")
+    assert (kept["score"], kept["commit"], kept["wall_seconds"], kept["rescored"]) == (0.4, "abc", 900.0, "2026-02-02 at def")
+    assert tuned.upsert(path, {**first, "score": 0.3, "commit": "ghi", "date": "2026-03-03"})
+    assert tuned.find(tuned.read(path), "t", "m")["commit"] == "ghi"
+
+
 def test_coordinate_descent_ends_at_a_coordinate_wise_minimum(tmp_path, cli):
     code, out, err = cli(*TUNE, "--seeds", "100", "--descent", "--grid", "scale=0.05,0.5,5",
                          "--grid", "adaptive=false,true", "--out", str(tmp_path / "t.toml"),
