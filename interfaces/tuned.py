@@ -119,8 +119,10 @@ def upsert(path, entry: dict[str, Any], keep_provenance: bool = False) -> bool:
         new = tomllib.loads(dumps([entry]))["entry"][0]
         if dumps([_without_provenance(old)]) == dumps([_without_provenance(new)]):
             return False
+    # In the old entry's place (a file's order, and its diffs, stay stable), else at the end.
+    at = next((i for i, e in enumerate(entries) if _same_key(e, entry)), len(entries))
     entries = [e for e in entries if not _same_key(e, entry)]
-    entries.append(entry)
+    entries.insert(at, entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(dumps(entries))

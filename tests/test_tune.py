@@ -68,6 +68,7 @@ def test_a_search_that_differs_replaces_its_entry_and_a_read_back_keeps_the_prov
     assert tuned.upsert(path, {**first, "chosen": {"a": 2.0}, "commit": "def"})
     entries = tuned.read(path)
     assert len(entries) == 2 and tuned.find(entries, "t", "m")["chosen"] == {"a": 2.0}
+    assert [e["method"] for e in entries] == ["m", "other"]  # in its old place
     assert tuned.find(entries, "t", "m")["commit"] == "def" and tuned.find(entries, "t", "other")["commit"] == "abc"
 
 
