@@ -67,7 +67,8 @@ def read(run_file, code: str | None) -> str | None:
 
 def read_record(path, code: str | None) -> dict[str, Any] | None:
     """The failure record in file ``path`` ({"error", "code_version", "job", "date"}) if code
-    ``code`` made it; None when it is missing, unreadable, or other (or unknown) code made it."""
+    ``code`` made it (or code that interfaces/equivalence.py counts as it); None when it is
+    missing, unreadable, or other (or unknown) code made it."""
     path = Path(path)
     if code is None or not path.exists():
         return None
@@ -75,9 +76,11 @@ def read_record(path, code: str | None) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("code_version") != code or not data.get("error"):
+    if not isinstance(data, dict) or not data.get("error"):
         return None
-    return data
+    from .equivalence import counts_as  # code shown to compute the same numbers fails the same way
+
+    return data if counts_as(str(data.get("code_version", "")), code) else None
 
 
 def clear(run_file) -> None:

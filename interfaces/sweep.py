@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 from . import failures
 from .allocator import keep_freed_memory
+from .equivalence import counts_as
 
 #: The Experiment fields a job may set (everything that defines its numbers).
 # ``device`` is set only off the CPU, so a CPU job's hash (and run file) is what it always was,
@@ -83,7 +84,7 @@ def attrs_state(attrs: dict[str, Any], code: str | None = None) -> tuple[str, di
     """What a run file's attributes say of it, as ``file_state`` reports it (never 'missing' or
     'corrupt': those are about the file, not its attributes)."""
     made_by = str(attrs.get("code_version", ""))
-    if code is not None and made_by and made_by != code:
+    if code is not None and made_by and not counts_as(made_by, code):
         return "stale", None, made_by
     if attrs.get("status") == "complete" and "summary" in attrs:
         return "complete", json.loads(attrs["summary"]), made_by

@@ -1,0 +1,155 @@
+"""Show that a code change leaves finished runs' numbers as they were, and record it
+(interfaces/equivalence.py).
+
+Each RUN_FILE (a finished run file or its slim copy, made by the old code) is run again whole
+under the current code, from the settings it records, into a scratch folder. Every per-cycle
+score it holds (every variable indexed by time alone, wall times and memory left out) must come
+out bit-identical, and the settings the same. Only then is a declaration "OLD counts as NEW"
+appended to the record, with the files, their methods and cycles as its evidence; on the first
+difference the script names the file, variable and cycle, and writes nothing.
+
+A rerun needs the method's trained state: when the change moved a prior's code version, the
+rerun trains it again (bit-identical weights are part of what agreeing runs show). While a
+campaign runs on the old code, give `--cache-dir` a folder of its own, so that the campaign's
+cached priors are never replaced under it.
+
+Pick cheap jobs of every method whose code version the change moved (one per method and model
+family is the least), for example the latent methods' Lorenz-96 runs and one sphere run each:
+
+    python benchmarks/verify_equivalence.py benchmarks/results/regimes/archive/compare/sw-dps-s2000-*.nc \\
+        --why "train_backgrounds added to the latent methods, off by default" --commits ed22b17..HEAD
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from interfaces import equivalence, sweep  # noqa: E402
+from interfaces.errors import UsageError  # noqa: E402
+
+#: Per-cycle variables that measure the machine, not the method.
+UNCOMPARED = ("seconds", "memory")
+
+
+def job_of(attrs: dict) -> dict:
+    """The sweep job that made a run file, rebuilt from the settings it records."""
+    settings = json.loads(attrs["settings"])
+    fields = {k: v for k, v in settings.items() if k in sweep.JOB_FIELDS}
+    fields["obs_std"] = fields.get("obs_std") or None
+    fields["model_error"] = fields.get("model_error") or None
+    if attrs.get("device", "cpu") != "cpu":
+        fields["device"] = attrs["device"]
+    return sweep.make_job(**fields)
+
+
+def compared_variables(ds) -> list[str]:
+    return [n for n, v in ds.data_vars.items() if v.dims == ("time",) and not any(u in n for u in UNCOMPARED)]
+
+
+def difference(old_path: Path, new_path: Path) -> str | None:
+    """None when every compared per-cycle score and the settings agree bit for bit; else where they first differ."""
+    with xr.open_dataset(old_path, decode_times=False) as old, xr.open_dataset(new_path, decode_times=False) as new:
+        if old.attrs["settings"] != new.attrs["settings"]:
+            return "the settings differ"
+        names = compared_variables(old)
+        if not names:
+            return "it holds no per-cycle scores to compare"
+        for name in names:
+            if name not in new:
+                return f"{name} is missing from the new run"
+            a, b = old[name].values, new[name].values
+            if a.shape != b.shape:
+                return f"{name} has {a.size} cycles against {b.size}"
+            same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
+            if not same.all():
+                k = int(np.argmin(same))
+                return f"{name} at cycle {k}: {a[k]!r} against {b[k]!r}"
+    return None
+
+
+def declaration(old: str, new: str, why: str, commits: str, verified: list[dict]) -> str:
+    def q(text: str) -> str:
+        return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["", "[[equivalent]]", f"old = {q(old)}", f"new = {q(new)}", f"why = {q(why)}",
+             f"commits = {q(commits)}", f"date = {q(datetime.now(timezone.utc).isoformat(timespec='seconds'))}",
+             "verified = ["]
+    lines += [f"  {{ file = {q(v['file'])}, method = {q(v['method'])}, model = {q(v['model'])}, "
+              f"cycles = {v['cycles']}, variables = {v['variables']}, seconds = {v['seconds']} }}," for v in verified]
+    return "\n".join(lines + ["]", ""])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_files", nargs="+", type=Path)
+    p.add_argument("--why", required=True, help="why the change cannot alter these runs (it is recorded)")
+    p.add_argument("--commits", required=True, help="the commits the change spans, e.g. ed22b17..HEAD")
+    p.add_argument("--record", type=Path, default=equivalence.RECORD, help="the record to append to")
+    p.add_argument("--cache-dir", default=None, help="cache for the reruns (default the usual one)")
+    args = p.parse_args(argv)
+
+    pairs: dict[tuple[str, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="verify-equivalence-") as scratch:
+        for path in args.run_files:
+            with xr.open_dataset(path, decode_times=False) as ds:
+                attrs = dict(ds.attrs)
+            if attrs.get("status") != "complete":
+                raise UsageError(f"verify_equivalence: {path} is not a finished run file (status {attrs.get('status')})")
+            job = job_of(attrs)
+            old, new = str(attrs.get("code_version", "")), sweep.job_code_version(job)
+            if not old or new is None:
+                raise UsageError(f"verify_equivalence: {path} has no code version to compare")
+            if equivalence.counts_as(old, new, args.record):
+                print(f"{path.name}: made by {old}, which already counts as the current {new}; nothing to verify")
+                continue
+            print(f"{path.name}: {job['method']} on {job['model']}, {job['cycles']} cycles, made by {old}; "
+                  f"running it again under {new} ...", flush=True)
+            t0 = time.perf_counter()
+            record = sweep.run_job(job, scratch, cache_dir=args.cache_dir)
+            if record["status"] != "complete":
+                print(f"  FAILED: the rerun did not finish ({record.get('error')}); nothing recorded")
+                return 1
+            why_not = difference(path, Path(record["file"]))
+            if why_not:
+                print(f"  DIFFERENT: {why_not}; nothing recorded")
+                return 1
+            with xr.open_dataset(path, decode_times=False) as ds:
+                count = len(compared_variables(ds))
+            seconds = round(time.perf_counter() - t0, 1)
+            print(f"  bit-identical: {count} per-cycle scores over {job['cycles']} cycles ({seconds} s)")
+            pairs.setdefault((old, new), []).append({"file": path.name, "method": job["method"], "model": job["model"],
+                                                     "cycles": int(job["cycles"]), "variables": count, "seconds": seconds})
+    if not pairs:
+        return 0
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.record, "a", encoding="utf-8") as f:
+        if f.tell() == 0:
+            f.write("# Code versions shown to compute the same numbers (interfaces/equivalence.py);\n"
+                    "# written by benchmarks/verify_equivalence.py, never by hand.\n")
+        for (old, new), verified in pairs.items():
+            f.write(declaration(old, new, args.why, args.commits, verified))
+    equivalence.clear_cache()
+    equivalence.declarations(args.record)  # what was written reads back as a valid record
+    for old, new in pairs:
+        print(f"recorded in {args.record}: runs made by {old} count as made by {new}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,101 @@
+"""Code versions shown to compute the same numbers (interfaces/equivalence.py): a declaration
+holds only with evidence written by benchmarks/verify_equivalence.py, which reruns archived jobs
+whole and requires every per-cycle score bit-identical."""
+
+import importlib.util
+
+import pytest
+import xarray as xr
+
+from interfaces import equivalence, failures, sweep
+from interfaces.errors import DataError
+from interfaces.registry import get_registry
+
+from conftest import ROOT
+
+EVIDENCE = 'verified = [{ file = "f.nc", method = "m", model = "x", cycles = 5, variables = 3, seconds = 1.0 }]'
+
+
+def record(tmp_path, *pairs, extra=EVIDENCE):
+    path = tmp_path / "equivalence.toml"
+    path.write_text("".join(f'[[equivalent]]\nold = "{a}"\nnew = "{b}"\nwhy = "w"\ncommits = "c"\n{extra}\n\n'
+                            for a, b in pairs))
+    equivalence.clear_cache()
+    return path
+
+
+def test_declarations_chain_one_way(tmp_path):
+    path = record(tmp_path, ("a", "b"), ("b", "c"))
+    assert equivalence.counts_as("a", "a", path)
+    assert equivalence.counts_as("a", "b", path) and equivalence.counts_as("a", "c", path)
+    assert not equivalence.counts_as("c", "a", path)  # newer runs never stand for older code
+    assert not equivalence.counts_as("a", "z", path)
+    assert not equivalence.counts_as("a", "b", tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("extra, complaint", [("", "lacks verified"),
+                                               ('verified = [{ method = "m" }]', "has a verified job without its file or cycles")])
+def test_a_declaration_without_its_evidence_is_an_error_that_names_it(tmp_path, extra, complaint):
+    path = record(tmp_path, ("a", "b"), extra=extra)
+    with pytest.raises(DataError, match=f"declaration 1 {complaint}"):
+        equivalence.counts_as("a", "b", path)
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    spec = importlib.util.spec_from_file_location("verify_equivalence", ROOT / "benchmarks" / "verify_equivalence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def old_run(tmp_path):
+    """A finished Lorenz-96 run whose file says an older code version made it."""
+    job = sweep.make_job(model="lorenz96", method="3dvar", obs="every:2", cycles=15, burn_in=5, seed=3,
+                         method_options={"scale": 1.0, "b_source": "climatology"})
+    (rec,) = sweep.run_jobs([job], tmp_path / "runs", mode="serial", registry=get_registry(),
+                            cache_dir=str(tmp_path / "cache"))
+    with xr.open_dataset(rec["file"]) as ds:
+        ds = ds.load()
+    ds.attrs["code_version"] = "0123456789abcdef"
+    path = tmp_path / "old.nc"
+    ds.to_netcdf(path)
+    return {"job": job, "path": path, "code": sweep.job_code_version(job), "ds": ds}
+
+
+def test_a_verified_rerun_records_the_equivalence_and_the_sweep_then_keeps_the_run(verifier, old_run, tmp_path,
+                                                                                    monkeypatch):
+    out = tmp_path / "record.toml"
+    assert sweep.attrs_state(dict(old_run["ds"].attrs), old_run["code"])[0] == "stale"
+    code = verifier.main([str(old_run["path"]), "--why", "a neutral option", "--commits", "a..b",
+                          "--record", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    (entry,) = equivalence.declarations(out)
+    assert (entry["old"], entry["new"], entry["why"]) == ("0123456789abcdef", old_run["code"], "a neutral option")
+    assert entry["verified"][0]["file"] == "old.nc" and entry["verified"][0]["cycles"] == 15
+    assert entry["verified"][0]["variables"] >= 3
+    # The sweep, plan and tune read run files through attrs_state, failures through read_record.
+    monkeypatch.setattr(equivalence, "RECORD", out)
+    equivalence.clear_cache()
+    assert sweep.attrs_state(dict(old_run["ds"].attrs), old_run["code"])[0] == "complete"
+    failed = tmp_path / "runs" / "x.nc"
+    failures.write(failed, "0123456789abcdef", "PluginError: diverged", old_run["job"])
+    assert failures.read(failed, old_run["code"]) == "PluginError: diverged"
+    # Verified again: nothing to do, nothing appended.
+    before = out.read_text()
+    assert verifier.main([str(old_run["path"]), "--why", "w", "--commits", "c", "--record", str(out),
+                          "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert out.read_text() == before
+
+
+def test_a_rerun_that_differs_in_one_cycle_records_nothing(verifier, old_run, tmp_path, capsys):
+    ds = old_run["ds"].copy(deep=True)
+    ds["analysis_rmse"].values[7] += 1e-12
+    tampered = tmp_path / "tampered.nc"
+    ds.to_netcdf(tampered)
+    out = tmp_path / "record.toml"
+    assert verifier.main([str(tampered), "--why", "w", "--commits", "c", "--record", str(out),
+                          "--cache-dir", str(tmp_path / "cache")]) == 1
+    assert "DIFFERENT: analysis_rmse at cycle 7" in capsys.readouterr().out
+    assert not out.exists()
