@@ -11,7 +11,11 @@ difference the script names the file, variable and cycle, and writes nothing.
 A rerun needs the method's trained state: when the change moved a prior's code version, the
 rerun trains it again (bit-identical weights are part of what agreeing runs show). While a
 campaign runs on the old code, give `--cache-dir` a folder of its own, so that the campaign's
-cached priors are never replaced under it.
+cached priors are never replaced under it. A prior committed from another machine may not be
+reproduced bit for bit by training here: on 2026-12-06 the Lorenz-96 prior was not (a DPS run
+differed by 1e-8 relative from cycle 1, while latent 3D-Var, which uses the VAE alone, agreed),
+so a change that moves the priors' code version needs the priors themselves declared equivalent
+first, which is not built yet.
 
 Pick cheap jobs of every method whose code version the change moved (one per method and model
 family is the least), for example the latent methods' Lorenz-96 runs and one sphere run each:
