@@ -11,11 +11,13 @@ difference the script names the file, variable and cycle, and writes nothing.
 A rerun needs the method's trained state: when the change moved a prior's code version, the
 rerun trains it again (bit-identical weights are part of what agreeing runs show). While a
 campaign runs on the old code, give `--cache-dir` a folder of its own, so that the campaign's
-cached priors are never replaced under it. A prior committed from another machine may not be
-reproduced bit for bit by training here: on 2026-12-06 the Lorenz-96 prior was not (a DPS run
-differed by 1e-8 relative from cycle 1, while latent 3D-Var, which uses the VAE alone, agreed),
-so a change that moves the priors' code version needs the priors themselves declared equivalent
-first, which is not built yet.
+cached priors are never replaced under it.
+
+Only runs made on this machine are valid evidence. Floating point is not the same on every CPU:
+on 2026-12-06 a Lorenz-96 DPS run archived by an earlier machine differed here by 1e-8 relative
+from cycle 1, though the retrained prior was bit-identical to the committed one and latent
+3D-Var's run agreed to the bit. To show a change neutral for runs made elsewhere, the old code
+must be run here too (a worktree at the old commit) and compared with the new: not built yet.
 
 Pick cheap jobs of every method whose code version the change moved (one per method and model
 family is the least), for example the latent methods' Lorenz-96 runs and one sphere run each:
