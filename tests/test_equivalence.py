@@ -2,8 +2,6 @@
 holds only with evidence written by benchmarks/verify_equivalence.py, which reruns archived jobs
 whole and requires every per-cycle score bit-identical."""
 
-import importlib.util
-
 import pytest
 import xarray as xr
 
@@ -11,7 +9,7 @@ from interfaces import equivalence, failures, sweep
 from interfaces.errors import DataError
 from interfaces.registry import get_registry
 
-from conftest import ROOT
+from conftest import load_benchmark
 
 EVIDENCE = 'verified = [{ file = "f.nc", method = "m", model = "x", cycles = 5, variables = 3, seconds = 1.0 }]'
 
@@ -43,10 +41,7 @@ def test_a_declaration_without_its_evidence_is_an_error_that_names_it(tmp_path, 
 
 @pytest.fixture(scope="module")
 def verifier():
-    spec = importlib.util.spec_from_file_location("verify_equivalence", ROOT / "benchmarks" / "verify_equivalence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("verify_equivalence")
 
 
 @pytest.fixture

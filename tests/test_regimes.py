@@ -251,11 +251,9 @@ def test_an_imperfect_model_table_says_so_in_its_title():
 def test_a_whole_table_name_selects_that_table_alone_though_it_prefixes_others():
     """The perfect-model table's name prefixes the two imperfect ones': compare --tables NAME$
     and rerun_full --table NAME must not score (untuned) the imperfect tables with it."""
-    import importlib.util
-
     from interfaces.cli import build_parser
 
-    from conftest import ROOT
+    from conftest import load_benchmark
 
     suite = suites.load_suite("regimes")
 
@@ -266,9 +264,7 @@ def test_a_whole_table_name_selects_that_table_alone_though_it_prefixes_others()
     prefixed = names("sw-32x64-random0.05")
     assert len(prefixed) == 3  # a prefix keeps every table it starts
     assert names("sw-32x64-random0.05$") == {"sw-32x64-random0.05"}
-    spec = importlib.util.spec_from_file_location("rerun_full", ROOT / "benchmarks" / "rerun_full.py")
-    rerun_full = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rerun_full)
+    rerun_full = load_benchmark("rerun_full")
     assert [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05", None)] == ["sw-32x64-random0.05"]
     assert [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05$", None)] == ["sw-32x64-random0.05"]
     truth = [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05-truth", None)]

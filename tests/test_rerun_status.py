@@ -1,23 +1,18 @@
 """`benchmarks/rerun_full.py --status`: a method's tuning so far, read from the archive's slim
 copies (and the local tune runs) or from its tuned entry, without running anything."""
 
-import importlib.util
-
 import pytest
 import xarray as xr
 
 from interfaces import archive, sweep
 from interfaces.registry import get_registry
 
-from conftest import ROOT
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def rerun_full():
-    spec = importlib.util.spec_from_file_location("rerun_full", ROOT / "benchmarks" / "rerun_full.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("rerun_full")
 
 
 def job(scale, seed):

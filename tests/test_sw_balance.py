@@ -2,27 +2,19 @@
 An analysis equal to the truth must have no error and the truth's tendency; a free run's
 analysis is its background, so their errors must agree."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import xarray as xr
 
 from interfaces import api
 
+from conftest import load_benchmark
+
 SW_SMALL = {"spinup_days": 1.0, "init_days": 0.5, "clim_members": 40, "clim_spacing": 1}
 
 
-def _balance_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sw_balance.py"
-    spec = importlib.util.spec_from_file_location("sw_balance", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_balance_figures_of_a_free_run_and_of_a_perfect_analysis(tmp_path):
-    sw_balance = _balance_module()
+    sw_balance = load_benchmark("sw_balance")
     base = [f"model.{k}={v}" for k, v in SW_SMALL.items()]
     api.run(model="sw", method="free", obs="random:0.05", cycles=4, burn_in=1, seed=3, options=base,
             out=tmp_path / "free.nc")
