@@ -275,6 +275,7 @@ def status(args, out_root: str, only: set[str] | None) -> int:
     from interfaces import archive as slim_archive
 
     exe = str(Path(sys.executable).with_name("da-harness"))
+    slims = archive_root(args)
     for name, obs, imperfect, block, suite in tables(args.suite, args.table, args.obs):
         family = block["model"]
         seeds = [int(s) for s in block.get("tuning_seeds", suite.get("tuning_seeds", []))]
@@ -284,10 +285,10 @@ def status(args, out_root: str, only: set[str] | None) -> int:
             if method not in UNTUNED and (not only or method in only):
                 for folder, members, _, grids in searches(name, block, method, family):
                     print(tune_status(name, method, family, out_root, tuned_file, seeds, folder, members, grids,
-                                      archive_root(args)), flush=True)
+                                      slims), flush=True)
         out = f"{out_root}/{family}" if args.suite == "full" else out_root
         if not args.no_archive:
-            slim_archive.restore(archive_root(args) / out / "archive" / "compare", ROOT / out / "runs")
+            slim_archive.restore(slims / out / "archive" / "compare", ROOT / out / "runs")
         cmd = [*compare_command(exe, args, family, out, [name], only), "--plan"]
         code = subprocess.call(cmd, cwd=ROOT)
         if code:
@@ -332,7 +333,7 @@ def main(argv=None) -> int:
     p.add_argument("--status", action="store_true",
                    help="run nothing: each table's tuning so far and compare --plan for its scoring")
     args = p.parse_args(argv)
-    archive_root(args)  # a wrong --archive-root stops here, before anything runs
+    slims = archive_root(args)  # a wrong --archive-root stops here, before anything runs
     only = set(args.methods.split(",")) if args.methods else None
     exe = str(Path(sys.executable).with_name("da-harness"))
     out_root = {"full": "benchmarks/results/full-protocol", "regimes": "benchmarks/results/regimes"}.get(
@@ -374,7 +375,7 @@ def main(argv=None) -> int:
                     cmd += ["--grid", g]
                 if archive:
                     archive.track(ROOT / "runs" / "tune" / folder / "runs",
-                                  archive_root(args) / out_root / "archive" / "tune" / folder)
+                                  slims / out_root / "archive" / "tune" / folder)
                 run(cmd, log)
                 if archive:
                     archive.sync()
@@ -386,7 +387,7 @@ def main(argv=None) -> int:
             out = f"{out_root}/{family}" if args.suite == "full" else out_root
             done.setdefault(out, (family, []))[1].append(name)
             if archive:
-                archive.track(ROOT / out / "runs", archive_root(args) / out / "archive" / "compare")
+                archive.track(ROOT / out / "runs", slims / out / "archive" / "compare")
             run(compare_command(exe, args, family, out, [name], only), log)
             if archive:
                 archive.sync()

@@ -64,25 +64,26 @@ def compared_variables(ds) -> list[str]:
     return [n for n, v in ds.data_vars.items() if v.dims == ("time",) and not any(u in n for u in UNCOMPARED)]
 
 
-def difference(old_path: Path, new_path: Path) -> str | None:
-    """None when every compared per-cycle score and the settings agree bit for bit; else where they first differ."""
+def difference(old_path: Path, new_path: Path) -> tuple[str | None, int]:
+    """(None when every compared per-cycle score and the settings agree bit for bit, else where
+    they first differ; how many per-cycle scores were compared)."""
     with xr.open_dataset(old_path, decode_times=False) as old, xr.open_dataset(new_path, decode_times=False) as new:
-        if old.attrs["settings"] != new.attrs["settings"]:
-            return "the settings differ"
         names = compared_variables(old)
+        if old.attrs["settings"] != new.attrs["settings"]:
+            return "the settings differ", len(names)
         if not names:
-            return "it holds no per-cycle scores to compare"
+            return "it holds no per-cycle scores to compare", 0
         for name in names:
             if name not in new:
-                return f"{name} is missing from the new run"
+                return f"{name} is missing from the new run", len(names)
             a, b = old[name].values, new[name].values
             if a.shape != b.shape:
-                return f"{name} has {a.size} cycles against {b.size}"
+                return f"{name} has {a.size} cycles against {b.size}", len(names)
             same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
             if not same.all():
                 k = int(np.argmin(same))
-                return f"{name} at cycle {k}: {a[k]!r} against {b[k]!r}"
-    return None
+                return f"{name} at cycle {k}: {a[k]!r} against {b[k]!r}", len(names)
+    return None, len(names)
 
 
 def declaration(old: str, new: str, why: str, commits: str, verified: list[dict]) -> str:
@@ -127,12 +128,10 @@ def main(argv=None) -> int:
             if record["status"] != "complete":
                 print(f"  FAILED: the rerun did not finish ({record.get('error')}); nothing recorded")
                 return 1
-            why_not = difference(path, Path(record["file"]))
+            why_not, count = difference(path, Path(record["file"]))
             if why_not:
                 print(f"  DIFFERENT: {why_not}; nothing recorded")
                 return 1
-            with xr.open_dataset(path, decode_times=False) as ds:
-                count = len(compared_variables(ds))
             seconds = round(time.perf_counter() - t0, 1)
             print(f"  bit-identical: {count} per-cycle scores over {job['cycles']} cycles ({seconds} s)")
             pairs.setdefault((old, new), []).append({"file": path.name, "method": job["method"], "model": job["model"],

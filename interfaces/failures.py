@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .equivalence import counts_as
+
 SUFFIX = ".failed.json"
 
 # Causes that say "this machine, this time" rather than "these settings".
@@ -78,8 +80,7 @@ def read_record(path, code: str | None) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or not data.get("error"):
         return None
-    from .equivalence import counts_as  # code shown to compute the same numbers fails the same way
-
+    # Code shown to compute the same numbers (interfaces/equivalence.py) fails the same way.
     return data if counts_as(str(data.get("code_version", "")), code) else None
 
 

@@ -110,19 +110,21 @@ def upsert(path, entry: dict[str, Any], keep_provenance: bool = False) -> bool:
 
     path = Path(path)
     entries = read(path) if path.exists() else []
-    old = next((e for e in entries if _same_key(e, entry)), None)
-    if old is not None and keep_provenance and all(k in old for k in ("commit", "date")):
-        entry = {**entry, "rescored": f"{entry.get('date')} at {entry.get('commit')}",
-                 **{k: old[k] for k in ("commit", "date", "wall_seconds") if k in old}}
-    if old is not None:
+    at = next((i for i, e in enumerate(entries) if _same_key(e, entry)), None)
+    if at is not None:
+        old = entries[at]
+        if keep_provenance and all(k in old for k in ("commit", "date")):
+            entry = {**entry, "rescored": f"{entry.get('date')} at {entry.get('commit')}",
+                     **{k: old[k] for k in PROVENANCE_KEYS if k in old and k != "rescored"}}
         # Compared as the file would write them (floats, None and NaN scores alike).
         new = tomllib.loads(dumps([entry]))["entry"][0]
         if dumps([_without_provenance(old)]) == dumps([_without_provenance(new)]):
             return False
-    # In the old entry's place (a file's order, and its diffs, stay stable), else at the end.
-    at = next((i for i, e in enumerate(entries) if _same_key(e, entry)), len(entries))
-    entries = [e for e in entries if not _same_key(e, entry)]
-    entries.insert(at, entry)
+        # In the old entry's place (a file's order, and its diffs, stay stable); any other entry
+        # with the same key (a hand-edited file) goes.
+        entries = [entry if i == at else e for i, e in enumerate(entries) if i == at or not _same_key(e, entry)]
+    else:
+        entries.append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(dumps(entries))
