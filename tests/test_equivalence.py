@@ -6,10 +6,10 @@ import pytest
 import xarray as xr
 
 from interfaces import equivalence, failures, sweep
-from interfaces.errors import DataError
+from interfaces.errors import DataError, UsageError
 from interfaces.registry import get_registry
 
-from conftest import load_benchmark
+from conftest import ROOT, load_benchmark
 
 EVIDENCE = 'verified = [{ file = "f.nc", method = "m", model = "x", cycles = 5, variables = 3, seconds = 1.0 }]'
 
@@ -92,5 +92,49 @@ def test_a_rerun_that_differs_in_one_cycle_records_nothing(verifier, old_run, tm
     out = tmp_path / "record.toml"
     assert verifier.main([str(tampered), "--why", "w", "--commits", "c", "--record", str(out),
                           "--cache-dir", str(tmp_path / "cache")]) == 1
-    assert "DIFFERENT: analysis_rmse at cycle 7" in capsys.readouterr().out
+    assert "DIFFERENT from the archived file: analysis_rmse at cycle 7" in capsys.readouterr().out
     assert not out.exists()
+
+
+def _git_checkout():
+    return (ROOT / ".git").exists()
+
+
+@pytest.mark.skipif(not _git_checkout(), reason="--old-commit needs a git checkout of the project")
+def test_old_commit_must_be_the_code_that_made_the_file(verifier, old_run, tmp_path):
+    # old_run claims a version no commit computes: HEAD's code is not what made it.
+    with pytest.raises(UsageError, match="was made by code version 0123456789abcdef, but HEAD computes"):
+        verifier.main([str(old_run["path"]), "--why", "w", "--old-commit", "HEAD", "--record",
+                       str(tmp_path / "r.toml"), "--cache-dir", str(tmp_path / "cache")])
+    with pytest.raises(UsageError, match="--old-commit no-such-commit is not a commit"):
+        verifier.main([str(old_run["path"]), "--why", "w", "--old-commit", "no-such-commit", "--record",
+                       str(tmp_path / "r.toml")])
+    assert not (tmp_path / "r.toml").exists()
+
+
+@pytest.mark.skipif(not _git_checkout(), reason="--old-commit needs a git checkout of the project")
+def test_old_commit_compares_the_old_code_run_here_with_the_new(verifier, old_run, tmp_path, monkeypatch, capsys):
+    """The file is made by the working tree's code; HEAD plays the old code and a stand-in version
+    the new one. The old code runs in its own process from a worktree, and the record says so."""
+    made = tmp_path / "made.nc"
+    ds = old_run["ds"].copy()
+    ds.attrs["code_version"] = old_run["code"]
+    ds.to_netcdf(made)
+    monkeypatch.setattr(verifier.sweep, "job_code_version", lambda job, registry=None: "feedfacefeedface")
+    out = tmp_path / "record.toml"
+    try:
+        code = verifier.main([str(made), "--why", "w", "--old-commit", "HEAD", "--record", str(out),
+                              "--cache-dir", str(tmp_path / "cache"), "--old-cache-dir", str(tmp_path / "old-cache")])
+    except UsageError as exc:
+        if "not the code that made it" in str(exc):
+            pytest.skip("the working tree's run code differs from HEAD's (uncommitted changes)")
+        raise
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "the archived file agrees with it to the bit" in text
+    (entry,) = equivalence.declarations(out)
+    assert (entry["old"], entry["new"], entry["commits"]) == (old_run["code"], "feedfacefeedface", "HEAD..HEAD")
+    assert entry["verified"][0]["against"].startswith("the code of ") and "run here" in entry["verified"][0]["against"]
+    assert not any("verify-equivalence-old-" in line for line in
+                   __import__("subprocess").run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                                                text=True).stdout.splitlines())
