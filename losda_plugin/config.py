@@ -40,6 +40,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # imperfect-model twin: the analogue of training on reanalysis of the real atmosphere,
     # which the forecast model does not know. Explicit, recorded in the checkpoint and run file.
     "train_data": "",
+    # Where the backgrounds of the training pairs come from: "" the same model as the truths;
+    # "forecast": the forecast model's forecasts from (perturbed) states of the train_data model,
+    # so that the pairs carry the forecast model's systematic one-cycle error, as a reanalysis
+    # paired with an operational model's forecasts does.
+    "train_backgrounds": "",
     "finetune": "",  # "" off; "self": backgrounds from a cycled run of this method
     "finetune_cycles": 0,
     "finetune_steps": 0,
@@ -129,7 +134,7 @@ UNHASHED = ("vae_steps", "denoiser_steps", "finetune_steps")
 
 #: Options added after checkpoints existed, with the value that means "as before": left out of
 #: the hash at that value, so adding an option does not orphan every trained prior.
-NEUTRAL = {"train_data": ""}
+NEUTRAL = {"train_data": "", "train_backgrounds": ""}
 
 
 def config_hash(cfg: dict[str, Any]) -> str:

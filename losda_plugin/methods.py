@@ -90,6 +90,9 @@ class LatentMethod(Assimilator):
         super().__init__(**options)
         if self.options.get("output", "decode") not in ("decode", "increment"):
             raise UsageError(f"option 'output' of method '{self.name}' must be 'decode' or 'increment', got '{self.options['output']}'")
+        if self.options.get("train_backgrounds", "") not in ("", "forecast"):
+            raise UsageError(f"option 'train_backgrounds' of method '{self.name}' must be '' or 'forecast', "
+                             f"got '{self.options['train_backgrounds']}'")
         if "sampler" in self.options:
             self._check_sampling()
         self.prior = None
@@ -116,9 +119,12 @@ class LatentMethod(Assimilator):
         steps = context.settings.get("train_steps")
         t0 = time.perf_counter()
         data_model, climatology = training_data(context, cfg["train_data"])
+        backgrounds = context.model if cfg["train_backgrounds"] == "forecast" else None
         prior, digest = train_prior(data_model, climatology, cfg, seed, progress=True, steps=steps,
-                                    device=context.device)
+                                    device=context.device, background_model=backgrounds)
         prior.report["train_data"] = data_model.summary()
+        if backgrounds is not None:
+            prior.report["train_backgrounds"] = context.model.summary()
         if cfg["finetune"] == "self":
             self.prior, self.context = prior, context
             truth, background = self._cycled_pairs(context, int(cfg["finetune_cycles"]), seed)

@@ -65,9 +65,10 @@ def perturbed(x: torch.Tensor, climatology: torch.Tensor, sizes: torch.Tensor, g
 
 
 def make_pairs(model, climatology: torch.Tensor, n_pairs: int, error_min: float, error_max: float,
-               generator: torch.Generator, progress: bool = False, chunk: int = 2000):
+               generator: torch.Generator, progress: bool = False, chunk: int = 2000, background_model=None):
     """(truth, background) pairs along short trajectories started from climatological states;
-    also the initial error size of each pair."""
+    also the initial error size of each pair. With ``background_model`` the backgrounds are its
+    forecasts (from the perturbed states) and the truths ``model``'s."""
     if not 0 < error_min <= error_max <= 2:
         raise UsageError(f"options error_min and error_max need 0 < error_min <= error_max <= 2, "
                          f"got {error_min} and {error_max}")
@@ -77,8 +78,12 @@ def make_pairs(model, climatology: torch.Tensor, n_pairs: int, error_min: float,
     steps = -(-n_pairs // n_start)
     for _ in _bar(steps, "losda data", progress):
         size = error_sizes(x.shape[0], error_min, error_max, generator)
-        both = model.forecast(torch.cat([x, perturbed(x, climatology, size, generator)]), generator)
-        truth, background = both[: x.shape[0]], both[x.shape[0]:]
+        if background_model is None:
+            both = model.forecast(torch.cat([x, perturbed(x, climatology, size, generator)]), generator)
+            truth, background = both[: x.shape[0]], both[x.shape[0]:]
+        else:
+            start = perturbed(x, climatology, size, generator)
+            truth, background = model.forecast(x, generator), background_model.forecast(start, generator)
         truths.append(truth)
         backgrounds.append(background)
         sizes.append(size)
@@ -249,7 +254,8 @@ def train_denoiser(denoiser, z: torch.Tensor, z_b: torch.Tensor, cfg: dict, gene
 
 
 def train_prior(model, climatology: torch.Tensor, cfg: dict, seed: int, progress: bool = False,
-                steps: int | None = None, device: torch.device | str = "cpu") -> tuple[LatentPrior, str]:
+                steps: int | None = None, device: torch.device | str = "cpu",
+                background_model=None) -> tuple[LatentPrior, str]:
     """Train the VAE then the denoiser from scratch on ``device``; returns the prior and the
     data hash. The training pairs come from the model's forecasts on the CPU; the weights are
     initialised on the CPU from the seed, so every device starts from the same networks."""
@@ -257,7 +263,7 @@ def train_prior(model, climatology: torch.Tensor, cfg: dict, seed: int, progress
     generator = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     truth, background, sizes = make_pairs(model, climatology, cfg["pairs"], cfg["error_min"], cfg["error_max"],
-                                          generator, progress)
+                                          generator, progress, background_model=background_model)
     digest = data_hash(truth, background)
     mean, std = normalisation(climatology, geometry)
     with torch.random.fork_rng():  # weight initialisation from the seed, without touching the caller's RNG

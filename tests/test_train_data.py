@@ -56,3 +56,34 @@ def test_an_unset_train_data_leaves_the_checkpoint_name_as_before(tmp_path):
     before = {k: v for k, v in cfg.items() if k != "train_data"}
     assert config_hash(cfg) == config_hash(before)
     assert config_hash({**cfg, "train_data": "forcing=10"}) != config_hash(before)
+
+
+def test_forecast_backgrounds_carry_the_forecast_models_one_cycle_error(tmp_path):
+    """train_backgrounds=forecast: the truths are the named model's forecasts and the backgrounds
+    the forecast model's, from the same (here unperturbed) states, so each pair holds the forecast
+    model's one-cycle error; without it both come from one model and agree."""
+    from losda_plugin.training import make_pairs
+
+    ctx = _context(tmp_path)
+    truth_model, clim = training_data(ctx, "forcing=10")
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    same_t, same_b, _ = make_pairs(truth_model, clim, 50, 1e-9, 1e-9, gen())
+    mixed_t, mixed_b, _ = make_pairs(truth_model, clim, 50, 1e-9, 1e-9, gen(), background_model=ctx.model)
+    assert torch.allclose(same_t, mixed_t)  # the truths do not depend on where the backgrounds come from
+    assert (same_b - same_t).abs().max() < 1e-4
+    # F = 10 against F = 8 over one step of dt = 0.05: dx/dt differs by 2 everywhere, so about 0.1.
+    error = (mixed_t - mixed_b).double()
+    assert error.mean().item() == pytest.approx(0.1, rel=0.1) and error.std().item() < 0.05
+
+
+def test_train_backgrounds_gives_the_prior_its_own_checkpoint_and_names_a_real_choice(tmp_path):
+    from losda_plugin.config import config_hash
+
+    ctx = _context(tmp_path)
+    truth_only, mixed = LOSDA(train_data="forcing=10"), LOSDA(train_data="forcing=10", train_backgrounds="forecast")
+    paths = {checkpoint.checkpoint_path(tmp_path, m.config(ctx)[0]) for m in (truth_only, mixed)}
+    assert len(paths) == 2
+    cfg = LOSDA().config(ctx)[0]
+    assert config_hash(cfg) == config_hash({k: v for k, v in cfg.items() if k != "train_backgrounds"})
+    with pytest.raises(UsageError, match="option 'train_backgrounds' of method 'losda' must be '' or 'forecast'"):
+        LOSDA(train_backgrounds="reanalysis")
