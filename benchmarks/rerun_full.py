@@ -110,7 +110,7 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
         for obs in block["obs"]:
             if obs_only and obs != obs_only:
                 continue
-            imperfect = {k: block[k] for k in ("truth_options", "model_error") if block.get(k)}
+            imperfect = {k: block[k] for k in ("truth_options", "model_error", "forecast_bias") if block.get(k)}
             name = group_name({"model": block["model"], "model_options": block.get("model_options", {}),
                                "obs": obs, **imperfect})
             found.append((name, obs, imperfect, block, suite))
@@ -358,6 +358,8 @@ def main(argv=None) -> int:
         truth_sets = [f"--truth-set={k}={v}" for k, v in imperfect.get("truth_options", {}).items()]
         if imperfect.get("model_error"):
             truth_sets.append(f"--model-error={imperfect['model_error']}")
+        if imperfect.get("forecast_bias"):
+            truth_sets.append(f"--forecast-bias={imperfect['forecast_bias']}")
         for method in block["methods"]:
             if method in UNTUNED or (only and method not in only) or args.skip_tune:
                 continue

@@ -88,6 +88,7 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None, relab
         tables.append({"name": group_name(job), "model": job["model"], "model_options": job["model_options"],
                        "obs": job["obs"], "cycles": job["cycles"],
                        "truth_options": dict(job.get("truth_options") or {}), "model_error": job.get("model_error") or "",
+                       "forecast_bias": job.get("forecast_bias") or "",
                        "burn_in": ok[0]["burn_in"] if ok else job.get("burn_in"), "columns": cols, "rows": rows,
                        "pairs": paired, "equal_cost_pairs": matched,
                        "scored_seeds": sorted({r["job"]["seed"] for r in recs}),

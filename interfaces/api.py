@@ -63,6 +63,7 @@ def experiment(
     options: Mapping[str, Any] | Iterable[str] | None = None,
     truth_options: Mapping[str, Any] | Iterable[str] | None = None,
     model_error: str | None = None,
+    forecast_bias: str | None = None,
     truth: str | None = None,
     observations: str | None = None,
     out: str | None = None,
@@ -91,7 +92,7 @@ def experiment(
     given_truth = _options(truth_options)
     typed_truth = resolve(model_entry.factory.defaults, given_truth, f"the truth of model '{model}' (--truth-set)")
     return Experiment(
-        truth_options={k: typed_truth[k] for k in given_truth}, model_error=model_error,
+        truth_options={k: typed_truth[k] for k in given_truth}, model_error=model_error, forecast_bias=forecast_bias,
         model=model, method=method, obs=obs, obs_std=obs_std, cycles=cycles, burn_in=burn_in,
         members=members, seed=seed, model_options=routed["model"], method_options=routed["method"],
         device=device, out=None if out is None else str(out), resume=resume, overwrite=overwrite,
@@ -115,6 +116,9 @@ def run(model: str = "lorenz96", method: str = "free", *, threads: int = 1, **se
     truth_options, model_error: an imperfect-model twin (``--truth-set``, ``--model-error``): the
     truth run's model options that differ from the forecast model's (as ``options``) and its
     stochastic forcing spec (interfaces/model_error.py); methods never see either.
+    forecast_bias: 'key=value;...' names a model whose states stand for reanalysis data; the
+    forecast model's mean one-cycle error on them is added to every cycled forecast
+    (``--forecast-bias``, interfaces/forecast_bias.py).
     truth, observations: run-format netCDF files (``--truth``, ``--observations``).
     out, resume, overwrite, checkpoint_every: write the run file as `run --out` does; an
     existing file is refused unless ``resume`` or ``overwrite``.

@@ -22,6 +22,8 @@ def _truth(job: dict) -> tuple:
         out += ("truth-" + "-".join(f"{k}{v}" for k, v in sorted(job["truth_options"].items())),)
     if job.get("model_error"):
         out += ("error-" + job["model_error"],)
+    if job.get("forecast_bias"):
+        out += ("fbias-" + job["forecast_bias"],)
     return out
 
 

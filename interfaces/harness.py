@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io, model_error
+from . import forecast_bias, io, model_error
 from .assimilator import Assimilator, Context
 from .errors import HarnessError, PluginError, UsageError
 from .observations import QC_BACKGROUND, QC_USED, Observations, build_operator
@@ -68,6 +68,9 @@ class Experiment:
     #: stochastic forcing (--model-error, interfaces/model_error.py): the imperfect-model twin.
     truth_options: dict[str, Any] = field(default_factory=dict)
     model_error: str | None = None
+    #: A mean forecast-bias correction from a named model's states, the analogue of reanalysis
+    #: data (--forecast-bias 'key=value;...', interfaces/forecast_bias.py); None: off.
+    forecast_bias: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """What defines the experiment's numbers (stored in the run file, checked on resume)."""
@@ -81,6 +84,7 @@ class Experiment:
             # Only when set, so that perfect-model run files written before these existed resume.
             **({"truth_options": dict(self.truth_options)} if self.truth_options else {}),
             **({"model_error": self.model_error} if (self.model_error or "").strip() not in ("", "none") else {}),
+            **({"forecast_bias": self.forecast_bias} if (self.forecast_bias or "").strip() not in ("", "none") else {}),
         }
 
 
@@ -111,6 +115,9 @@ class Setup:
     registry: Registry
     #: The options of the model that ran the truth (None: the truth came from a file).
     truth_model_options: dict[str, Any] | None = None
+    #: b, added to every cycled forecast (--forecast-bias), and the data model's options.
+    forecast_bias: torch.Tensor | None = None
+    forecast_bias_options: dict[str, Any] | None = None
 
 
 def _check_counts(exp: Experiment) -> None:
@@ -152,6 +159,7 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
     model = build_model(registry, exp.model, exp.model_options, cache_dir)
     model.progress = exp.progress  # spin-up and climatology bars (interfaces/cache.py)
     model_error.parse(exp.model_error, model)  # a bad --model-error fails before any model run
+    bias_options = forecast_bias.parse(exp.forecast_bias, model)  # and a bad --forecast-bias
     method = instantiate_method(registry, exp.method, exp.method_options, model=exp.model)
     entry = registry.assimilator(exp.method)
     members = exp.members or getattr(entry.factory, "preferred_members", None) or 20
@@ -199,8 +207,13 @@ def setup(exp: Experiment, registry: Registry | None = None) -> Setup:
         device=torch.device(exp.device), progress=exp.progress,
         method_seed=int(torch.randint(0, 2**62, (1,), generator=_stream(exp.seed, "method-seed"))),
     )
+    bias = None
+    if bias_options is not None:
+        data_model = _same_kind(registry, exp, model, bias_options, cache_dir, "--forecast-bias")
+        bias = forecast_bias.estimate(model, data_model)
+        _check_finite_run(bias, exp.model, "forecast bias estimate", "state", data_model.options)
     return Setup(exp, model, method, operator, truth, obs_values, obs_std, obs_qc, climatology,
-                 members, context, registry, truth_model_options)
+                 members, context, registry, truth_model_options, bias, bias_options)
 
 
 def _truth_model(exp: Experiment, registry: Registry, model, cache_dir: Path):
@@ -209,15 +222,22 @@ def _truth_model(exp: Experiment, registry: Registry, model, cache_dir: Path):
     options (its own spin-up cache: the truth starts on its own attractor)."""
     if not exp.truth_options:
         return model, model_error.parse(exp.model_error, model)
-    try:
-        truth_model = build_model(registry, exp.model, {**exp.model_options, **exp.truth_options}, cache_dir)
-    except UsageError as exc:
-        raise UsageError(f"--truth-set: {exc}") from None
-    if tuple(truth_model.state_shape) != tuple(model.state_shape) or truth_model.cycle_length != model.cycle_length:
-        raise UsageError(f"--truth-set {json.dumps(exp.truth_options, default=str)} changes the state shape or the cycle "
-                         f"length of model '{exp.model}'; the truth must live on the forecast model's grid and times")
-    truth_model.progress = exp.progress
+    truth_model = _same_kind(registry, exp, model, exp.truth_options, cache_dir, "--truth-set")
     return truth_model, model_error.parse(exp.model_error, truth_model)
+
+
+def _same_kind(registry: Registry, exp: Experiment, model, options: dict, cache_dir: Path, flag: str):
+    """A model of the forecast model's kind with ``options`` over its own (the truth's, or the
+    data a forecast-bias correction is estimated from), on the same grid and cycle."""
+    try:
+        other = build_model(registry, exp.model, {**exp.model_options, **options}, cache_dir)
+    except UsageError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    if tuple(other.state_shape) != tuple(model.state_shape) or other.cycle_length != model.cycle_length:
+        raise UsageError(f"{flag} {json.dumps(options, default=str)} changes the state shape or the cycle length of "
+                         f"model '{exp.model}'; it must live on the forecast model's grid and times")
+    other.progress = exp.progress
+    return other
 
 
 def _blow_up(s: Setup, k: int, start: int, ensemble: torch.Tensor) -> PluginError:
@@ -341,6 +361,8 @@ def run_experiment(exp: Experiment, registry: Registry | None = None) -> RunResu
         # deterministic method, whose forecast is the mean (interfaces/models/linear.py).
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below, in one line
             background = s.model.forecast(ensemble, forecast_gen if s.members > 1 else None)
+            if s.forecast_bias is not None:
+                background = background + s.forecast_bias
         if not torch.isfinite(background).all():
             raise _blow_up(s, k, start, ensemble)
         obs = Observations.from_values(s.obs_values[k], s.obs_std, s.obs_qc[k])

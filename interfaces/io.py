@@ -130,6 +130,9 @@ def build_dataset(s: "Setup", rec: "Recorder", resume: dict | None = None, summa
         "truth_model_options": ("" if getattr(s, "truth_model_options", None) is None
                                 else json.dumps(s.truth_model_options, sort_keys=True, default=str)),
         "model_error": (exp.model_error or "none").strip() or "none",
+        # A forecast-bias correction (interfaces/forecast_bias.py): the data model's options and
+        # the area-weighted RMS of b per variable; only when one was used.
+        **_forecast_bias_attrs(s, model),
         "method_options": json.dumps(s.method.options, sort_keys=True, default=str),
         "package_version": __version__,
         "code_commit": code_commit(),  # the checkout that made this file (see interfaces/provenance.py)
@@ -199,6 +202,15 @@ def check_output(path, resume: bool = False, overwrite: bool = False) -> Path:
         raise UsageError(f"--out '{path}' holds a partial run ({done} of {total} cycles); give --resume to continue it "
                          f"or --overwrite to start over")
     raise UsageError(f"--out '{path}' exists and is not a da-harness run file; give --overwrite to replace it")
+
+
+def _forecast_bias_attrs(s, model) -> dict[str, str]:
+    if getattr(s, "forecast_bias", None) is None:
+        return {}
+    from .forecast_bias import rms_per_variable
+
+    return {"forecast_bias_options": json.dumps(s.forecast_bias_options, sort_keys=True, default=str),
+            "forecast_bias_rms": json.dumps(rms_per_variable(s.forecast_bias, model))}
 
 
 def write_run(path, s: "Setup", rec: "Recorder", resume: dict | None = None, summary: dict | None = None) -> None:

@@ -182,3 +182,7 @@ def add_truth_args(p) -> None:
                    help="a model option of the truth run only (repeatable), e.g. jet_speed=70: the forecast "
                         "model and the methods keep the default (or --set model.KEY) model and never see it")
     p.add_argument("--model-error", default=None, metavar="SPEC", help=HELP)
+    p.add_argument("--forecast-bias", default=None, metavar="KEY=VALUE;...",
+                   help="correct every cycled forecast by the forecast model's mean one-cycle error on the "
+                        "climatology of the model with these options (the analogue of reanalysis data, e.g. "
+                        "'jet_speed=70;drag_days=7'; interfaces/forecast_bias.py); off by default")

@@ -275,7 +275,8 @@ def table_title(table: dict) -> str:
     truth = ", ".join(f"{k}={v}" for k, v in sorted((table.get("truth_options") or {}).items()))
     # An imperfect-model twin says so in its title: its truth differs from the forecast model.
     twin = "".join([f", truth model {truth}" if truth else "",
-                    f", model error {table['model_error']}" if table.get("model_error") else ""])
+                    f", model error {table['model_error']}" if table.get("model_error") else "",
+                    f", forecasts bias-corrected from {table['forecast_bias']}" if table.get("forecast_bias") else ""])
     return (f"{table['model']}{f' ({opts})' if opts else ''}, obs {table['obs']}{twin}, "
             f"{table['cycles']} cycles ({table['burn_in']} burn-in)")
 

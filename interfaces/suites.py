@@ -299,8 +299,9 @@ def _variants(block: dict, methods: list[str], registry) -> dict[str, list[dict]
 def _imperfect(args, block: dict, model: str, registry) -> dict:
     """A block's imperfect-model twin as job fields: ``truth_options`` (typed like the model's
     options, so the job hash does not depend on where they came from) and ``model_error``;
-    --truth-set / --model-error replace the block's. Empty for a perfect-model twin, whose jobs
-    (and hashes) stay as they were."""
+    --truth-set / --model-error replace the block's; ``forecast_bias`` (or --forecast-bias) too,
+    written canonically. Empty for a perfect-model twin, whose jobs (and hashes) stay as they were."""
+    from . import forecast_bias
     from . import model_error as errors
 
     given = parse_assignments(getattr(args, "truth_options", None) or []) or dict(block.get("truth_options", {}))
@@ -315,6 +316,10 @@ def _imperfect(args, block: dict, model: str, registry) -> dict:
         if spec.partition(":")[0].strip() not in errors.KINDS:
             errors.parse(spec, None)  # one line naming the valid kinds; the rest is checked per run
         out["model_error"] = spec
+    bias = getattr(args, "forecast_bias", None)
+    bias = (block.get("forecast_bias") or "" if bias is None else bias).strip()
+    if bias and bias != "none":
+        out["forecast_bias"] = forecast_bias.canonical(bias, registry.model(model).factory.defaults)
     return out
 
 

@@ -30,7 +30,8 @@ from .equivalence import counts_as
 # ``device`` is set only off the CPU, so a CPU job's hash (and run file) is what it always was,
 # and a CUDA run is never read back as the CPU one (their float rounding differs).
 JOB_FIELDS = ("model", "method", "obs", "obs_std", "cycles", "burn_in", "members", "seed",
-              "model_options", "method_options", "qc_background", "truth_options", "model_error", "device")
+              "model_options", "method_options", "qc_background", "truth_options", "model_error", "forecast_bias",
+              "device")
 
 
 def make_job(**fields: Any) -> dict[str, Any]:

@@ -163,6 +163,8 @@ def command_line(args) -> str:
         parts += ["--truth-set", item]
     if args.model_error is not None:
         parts += ["--model-error", args.model_error]
+    if getattr(args, "forecast_bias", None) is not None:
+        parts += ["--forecast-bias", args.forecast_bias]
     if getattr(args, "device", "cpu") != "cpu":
         parts += ["--device", args.device]
     if args.descent:
@@ -222,7 +224,8 @@ class Search:
         given = [f"{k}={v}" for k, v in self.fixed.items()] + [f"{a.method}.{k}={v}" for k, v in zip(self.grid, setting)]
         ns = Namespace(options=given, methods=a.method, model=a.model, obs=[a.obs], obs_std=a.obs_std,
                        seeds=list(self.seeds), cycles=a.cycles, burn_in=a.burn_in, members=a.members,
-                       truth_options=a.truth_options, model_error=a.model_error, device=getattr(a, "device", "cpu"),
+                       truth_options=a.truth_options, model_error=a.model_error,
+                       forecast_bias=getattr(a, "forecast_bias", None), device=getattr(a, "device", "cpu"),
                        # The one method tuned gets --members even if it prefers one (losda, dps ensembles).
                        members_for_every_method=True)
         return suites.build_jobs(ns, None, self.registry)
