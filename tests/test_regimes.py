@@ -206,7 +206,7 @@ def test_sw_arctan_letkf_beats_the_free_run_and_records_the_transform():
     assert abs(float(letkf["obs_std"].values.mean()) - 0.05) < 1e-12
 
 
-def test_regimes_suite_builds_its_five_tables():
+def test_regimes_suite_builds_its_six_tables():
     from argparse import Namespace
 
     suite = suites.load_suite("regimes")
@@ -214,13 +214,14 @@ def test_regimes_suite_builds_its_five_tables():
                      burn_in=None, members=None, truth_options=[], model_error=None)
     protocol = {}
     jobs = suites.build_jobs(args, suite, get_registry(), protocol)
-    assert len(protocol) == 5 and all(len(p["scored_seeds"]) >= 10 for p in protocol.values())
+    assert len(protocol) == 6 and all(len(p["scored_seeds"]) >= 10 for p in protocol.values())
     assert all(j["cycles"] - j["burn_in"] >= 200 and j["burn_in"] >= 100 for j in jobs)
     imperfect = [j for j in jobs if j.get("truth_options")]
     assert imperfect and all(j["truth_options"] == {"jet_speed": 70.0, "drag_days": 7.0} for j in imperfect)
     assert {j.get("model_error") for j in jobs} == {None, "spectral:h=40,vort=1.5e-6"}
-    # Every table runs the 20- and 6-member LETKF; the LO-SDA ensemble (2.1x the one-member
-    # row's cost) runs in the perfect-model 5 % and imperfect-physics tables only.
+    # Every table runs the 20- and 6-member LETKF but the one with reanalysis data (20 only); the
+    # LO-SDA ensemble (2.1x the one-member row's cost) runs in the perfect-model 5 % and
+    # imperfect-physics tables only.
     from interfaces.grouping import group_name
 
     def sizes(method):
@@ -230,9 +231,17 @@ def test_regimes_suite_builds_its_five_tables():
                 out.setdefault(group_name(j), set()).add(j["members"])
         return out
 
-    assert all(s == {6, 20} for s in sizes("letkf").values()) and len(sizes("letkf")) == 5
+    letkf = sizes("letkf")
+    corrected = "sw-32x64-random0.05-truthdragdays7.0jetspeed70.0-fbiasdragdays7.0jetspeed70.0"
+    assert letkf.pop(corrected) == {20} and all(s == {6, 20} for s in letkf.values()) and len(letkf) == 5
     ensembles = {t for t, s in sizes("losda").items() if 20 in s}
     assert ensembles == {"sw-32x64-random0.05", "sw-32x64-random0.05-truthdragdays7.0jetspeed70.0"}
+    # Table 6 gives every method the reanalysis data as a forecast-bias correction; table 4 gives
+    # it to LO-SDA alone, as a reanalysis-style prior (pairs of truth-model states and forecasts).
+    assert {j.get("forecast_bias") for j in jobs if group_name(j) == corrected} == {"drag_days=7.0;jet_speed=70.0"}
+    assert not any(j.get("forecast_bias") for j in jobs if group_name(j) != corrected)
+    assert any(j["method_options"].get("train_backgrounds") == "forecast" for j in jobs
+               if group_name(j) == "sw-32x64-random0.05-truthdragdays7.0jetspeed70.0")
 
 
 def test_an_imperfect_model_table_says_so_in_its_title():
@@ -262,14 +271,16 @@ def test_a_whole_table_name_selects_that_table_alone_though_it_prefixes_others()
         return {group_name(j) for j in suites.build_jobs(args, suite, get_registry())}
 
     prefixed = names("sw-32x64-random0.05")
-    assert len(prefixed) == 3  # a prefix keeps every table it starts
+    assert len(prefixed) == 4  # a prefix keeps every table it starts
     assert names("sw-32x64-random0.05$") == {"sw-32x64-random0.05"}
     rerun_full = load_benchmark("rerun_full")
     assert [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05", None)] == ["sw-32x64-random0.05"]
     assert [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05$", None)] == ["sw-32x64-random0.05"]
     truth = [t[0] for t in rerun_full.tables("regimes", "sw-32x64-random0.05-truth", None)]
-    assert len(truth) == 1 and truth[0].startswith("sw-32x64-random0.05-truth")
-    assert len(list(rerun_full.tables("regimes", None, None))) == 5
+    assert len(truth) == 2 and all(t.startswith("sw-32x64-random0.05-truth") for t in truth)
+    whole = "sw-32x64-random0.05-truthdragdays7.0jetspeed70.0"
+    assert [t[0] for t in rerun_full.tables("regimes", whole, None)] == [whole]
+    assert len(list(rerun_full.tables("regimes", None, None))) == 6
     command = rerun_full.compare_command("da-harness", build_parser().parse_args(["compare"]), "sw", "out",
                                          ["sw-32x64-random0.05"], None)
     assert command[command.index("--tables") + 1] == "sw-32x64-random0.05$" and "--device" not in command
