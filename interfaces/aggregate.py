@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from . import statistics
+from .errors import UsageError
 from .grouping import group_key, group_name
 from .statistics import t_interval
 from .suites import COST_OPTIONS, EVERY_ROW, pair_method
@@ -330,3 +331,54 @@ def _seed_differences(recs: list[dict], a: str, b: str) -> list[float]:
     ra, rb = per_seed(a), per_seed(b)
     return [ra[s] - rb[s] for s in sorted(set(ra) & set(rb))]
 
+
+
+def cross_table_pairs(records: list[dict], specs: list[dict]) -> list[dict]:
+    """The suite's cross-table pairs (suites.cross_pairs): for each, the row of table a and the
+    row of table b that its sides select, and their seed-by-seed analysis-RMSE difference a - b
+    over the seeds both finished, Holm-adjusted over the cross pairs with Bonferroni-level
+    intervals (one family, apart from each table's own pairs). Records must be labelled
+    (``aggregate`` does it). A side whose row has not run yet gives a pair with no seeds."""
+    found = []
+    for spec in specs:
+        rows = [_cross_row(records, spec[side]) for side in ("a", "b")]
+        diffs = []
+        if all(rows):
+            (ta, ra), (tb, rb) = rows
+            per_seed = [{r["job"]["seed"]: r["summary"].get("analysis_rmse", float("nan")) for r in records
+                         if r["status"] != "failed" and group_name(r["job"]) == t and r.get("row") == row}
+                        for t, row in rows]
+            diffs = [per_seed[0][s] - per_seed[1][s] for s in sorted(set(per_seed[0]) & set(per_seed[1]))]
+        found.append((spec, rows, diffs))
+    m = len(found)
+    out = []
+    for spec, rows, diffs in found:
+        mean, half, n = t_interval(diffs, level=1 - statistics.ALPHA / max(m, 1))
+        _, half_single, _ = t_interval(diffs)
+        out.append({"a": _cross_label(spec["a"], rows[0]), "b": _cross_label(spec["b"], rows[1]),
+                    "why": spec.get("why", ""), "analysis_rmse_diff": mean, "analysis_rmse_diff_ci95": half,
+                    "analysis_rmse_diff_ci95_unadjusted": half_single, "p": statistics.t_test_p(diffs), "seeds": n})
+    for pair, adjusted in zip(out, statistics.holm([p["p"] for p in out])):
+        pair["p_holm"], pair["family"] = adjusted, m
+    return out
+
+
+def _cross_row(records: list[dict], side: dict) -> tuple[str, str] | None:
+    """(table, row label) of the one row of ``side['table']`` run by ``side['method']`` with
+    ``side['options']`` among its method options (and ``members``, or the exact ``row`` label,
+    when given); None when no
+    such row has a record; an error naming the rows when several match."""
+    want = dict(side.get("options") or {})
+    labels = {r["row"] for r in records
+              if group_name(r["job"]) == side["table"] and r["job"]["method"] == side["method"]
+              and r.get("row") == side.get("row", r.get("row"))
+              and all(r["job"].get("method_options", {}).get(k) == v for k, v in want.items())
+              and ("members" not in side or r["job"].get("members") == side["members"]) and r.get("row")}
+    if len(labels) > 1:
+        raise UsageError(f"cross_pairs: {side['method']} {want or ''} matches several rows of {side['table']} "
+                         f"({'; '.join(sorted(labels))}): give the options (or members) that tell them apart")
+    return (side["table"], labels.pop()) if labels else None
+
+
+def _cross_label(side: dict, row: tuple[str, str] | None) -> str:
+    return f"{side['table']}: {row[1] if row else side['method'] + ' (not run yet)'}"

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .aggregate import aggregate, by_table, label_rows, seconds_by_method
+from .aggregate import aggregate, by_table, cross_table_pairs, label_rows, seconds_by_method
 from .errors import UsageError
 from .grouping import group_name
-from .suites import build_jobs, load_suite, pair_method, parse_pairs
+from .suites import build_jobs, cross_pairs, load_suite, pair_method, parse_pairs
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -88,12 +88,13 @@ def cmd_compare(args, registry) -> int:
     else:  # a suite's pairs, less those that a --methods filter left without both methods
         pairs = [p for p in parse_pairs((suite or {}).get("pairs", []), None)
                  if {pair_method(name) for name in p} <= compared]
+    crossed = cross_pairs(suite, jobs)  # checked before anything runs
     out = Path(args.out or f"runs/compare-{suite['name'] if suite else (args.model or 'lorenz96')}")
     if args.plan and args.finished:
         raise UsageError("--plan and --finished are two views of a sweep: give one")
     if args.finished:
         result = report_finished(jobs, out, registry, plots=not args.no_plots, suite=suite,
-                                 command=_command_line(), pairs=pairs, protocol=protocol)
+                                 command=_command_line(), pairs=pairs, protocol=protocol, crossed=crossed)
         print(json.dumps(_clean(result["json"]), default=str) if args.json else result["markdown"])
         return 0
     if args.plan:
@@ -105,7 +106,7 @@ def cmd_compare(args, registry) -> int:
     result = compare(jobs, out, registry, serial=args.serial, workers=args.workers, scheduler=args.scheduler,
                      cache_dir=args.cache_dir, plots=not args.no_plots, started=t0, suite=suite,
                      command=_command_line(), pairs=pairs, protocol=protocol, retry_failed=args.retry_failed,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, crossed=crossed)
     if args.json:
         print(json.dumps(_clean(result["json"]), default=str))
     else:
@@ -125,7 +126,7 @@ def _command_line() -> str:
 # --- running and aggregating ----------------------------------------------------------------
 def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, scheduler=None, cache_dir=None,
             plots=True, started=None, suite=None, log=None, command="", pairs=(), protocol=None,
-            retry_failed=False, progress=True) -> dict[str, Any]:
+            retry_failed=False, progress=True, crossed=()) -> dict[str, Any]:
     """Warm the caches and train, run the sweep, write tables and plots; return what was made.
     A job whose failure is recorded is read back as failed unless ``retry_failed``."""
     from . import report, sweep
@@ -165,12 +166,13 @@ def compare(jobs: list[dict], out: Path, registry, *, serial=False, workers=2, s
     header["seconds_by_method"] = seconds_by_method(records)
     files = report.write_all(tables, records, out, header, plots=plots)
     header["wall_seconds"] = time.perf_counter() - started  # tables and plots included
-    markdown, summary = _write_documents(out, tables, failed, header, files)
+    markdown, summary = _write_documents(out, tables, failed, header, files,
+                                         cross_pairs=cross_table_pairs(records, list(crossed)))
     return {"tables": tables, "failed": failed, "markdown": markdown, "json": summary, "records": records}
 
 
 def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=None, command="", pairs=(),
-                    protocol=None) -> dict[str, Any]:
+                    protocol=None, crossed=()) -> dict[str, Any]:
     """Interim tables of a sweep still running or paused: the jobs whose run file is complete
     (made by the current code) are read, the others are counted as owed; nothing is run or
     trained. Rows are labelled from all the jobs, as the final tables will label them; each row
@@ -213,7 +215,7 @@ def report_finished(jobs: list[dict], out: Path, registry, *, plots=True, suite=
     head["seconds_by_method"] = seconds_by_method(finished)
     files = report.write_all(tables, finished, out / "interim", head, plots=plots)
     markdown, summary = _write_documents(out / "interim", tables, [r for r in finished if r["status"] == "failed"],
-                                         head, files,
+                                         head, files, cross_pairs=cross_table_pairs(finished, list(crossed)),
                                          owed=[{"job": r["job"], "file": r["file"]} for r in records if r["status"] == "owed"])
     return {"tables": tables, "markdown": markdown, "json": summary, "records": records}
 
@@ -255,7 +257,7 @@ def _write_documents(folder: Path, tables: list[dict], failed: list[dict], head:
     the markdown and the summary."""
     from . import report
 
-    markdown = report.markdown_document(tables, failed, head)
+    markdown = report.markdown_document(tables, failed, head, extra.get("cross_pairs") or [])
     (folder / "results.md").write_text(markdown + "\n")
     summary = {"header": head, "tables": tables, "failed": [{k: r[k] for k in ("job", "error", "file")} for r in failed],
                **extra, "files": [str(f) for f in files + [folder / "results.md"]]}

@@ -281,7 +281,23 @@ def table_title(table: dict) -> str:
             f"{table['cycles']} cycles ({table['burn_in']} burn-in)")
 
 
-def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str:
+def cross_pairs_section(pairs: list[dict]) -> str:
+    """The suite's pairs of rows from two tables that share truths and observations; '' when
+    there are none."""
+    if not pairs:
+        return ""
+    m = len(pairs)
+    lines = [f"| {p['a']} | {p['b']} | {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} | {p['seeds']} "
+             f"| {_p_text(p, m).removeprefix(', ') or '–'} | {_reading(p) if p['seeds'] else 'not run yet'} | {p.get('why', '')} |"
+             for p in pairs]
+    return "\n".join(["## Pairs across tables", "",
+                       "Rows of two tables whose seeds share truths and observations, paired seed by seed (RMSE a "
+                       "difference, negative favours a); Holm-adjusted among these pairs"
+                       + (f", intervals at the Bonferroni level 1 − 0.05/{m}" if m > 1 else "") + ".", "",
+                       "| a | b | a − b | seeds | p | reading | why |", "|---|---|---:|---:|---|---|---|", *lines])
+
+
+def markdown_document(tables: list[dict], failed: list[dict], head: dict, cross_pairs: list[dict] = ()) -> str:
     interim = head.get("interim")
     parts = ["# da-harness comparison" + (" (interim)" if interim else ""), "",
              (f"**Interim: {interim}.** Rows short of seeds are not final, and a row's mean over the seeds it has "
@@ -317,6 +333,8 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict) -> str
     overview = pairs_overview(tables)
     if overview:
         parts += [overview, ""]
+    if cross_pairs:
+        parts += [cross_pairs_section(list(cross_pairs)), ""]
     for t in tables:
         parts += [f"## {table_title(t)}", "", markdown_table(t), ""]
         if t.get("pairs"):

@@ -391,3 +391,56 @@ def parse_pairs(items: str | list[str], methods: set[str] | None) -> list[tuple[
                 raise UsageError(f"--pairs names method '{name}', which is not compared; compared: {', '.join(sorted(methods))}")
         pairs.append((a, b))
     return pairs
+
+
+#: What two tables must share for their rows to pair seed by seed: the same truths (model,
+#: truth model, model error) and the same observations, over the same scored window.
+SHARED_TRUTH = ("model", "model_options", "obs", "obs_std", "truth_options", "model_error", "cycles", "burn_in")
+
+
+def cross_pairs(suite: dict | None, jobs: list[dict]) -> list[dict]:
+    """A suite's ``[[cross_pairs]]``: rows of two tables whose seeds share truth and observations
+    (e.g. a prior trained on reanalysis-like data in one table, the LETKF given the same data as
+    a forecast-bias correction in another). Each side is {table, method, options (a subset of
+    the row's method options), members}. Pairs whose tables this run leaves out (--tables,
+    --methods) are dropped; a side naming no table of the suite, or two tables whose truths
+    differ, is an error now, before anything runs."""
+    from .grouping import group_name
+
+    specs = list((suite or {}).get("cross_pairs", []))
+    by_table: dict[str, dict] = {}
+    for job in jobs:
+        by_table.setdefault(group_name(job), job)
+    known = set(by_table) | set(_suite_table_names(suite)) if suite else set(by_table)
+    kept = []
+    for i, spec in enumerate(specs):
+        sides = [spec.get("a"), spec.get("b")]
+        for side in sides:
+            if not isinstance(side, dict) or not side.get("table") or not side.get("method"):
+                raise UsageError(f"cross_pairs item {i + 1}: a and b each need a table and a method, got {spec}")
+            if side["table"] not in known:
+                raise UsageError(f"cross_pairs item {i + 1}: no table '{side['table']}' in the suite; "
+                                 f"tables: {', '.join(sorted(known))}")
+        if not all(s["table"] in by_table and any(j["method"] == s["method"] for j in jobs if group_name(j) == s["table"])
+                   for s in sides):
+            continue
+        a, b = (by_table[s["table"]] for s in sides)
+        differ = [k for k in SHARED_TRUTH if (a.get(k) or None) != (b.get(k) or None)]
+        if differ:
+            raise UsageError(f"cross_pairs item {i + 1}: tables '{sides[0]['table']}' and '{sides[1]['table']}' do not "
+                             f"share their truths and observations ({', '.join(differ)} differ)")
+        kept.append({"a": sides[0], "b": sides[1], "why": spec.get("why", "")})
+    return kept
+
+
+def _suite_table_names(suite: dict) -> list[str]:
+    from .grouping import group_name
+
+    names = []
+    for raw in suite.get("experiments", []):
+        block = _merge(suite.get("defaults", {}), raw)
+        imperfect = {k: block[k] for k in ("truth_options", "model_error", "forecast_bias") if block.get(k)}
+        for obs in _as_list(block.get("obs", [])) if not isinstance(block.get("obs"), list) else block["obs"]:
+            names.append(group_name({"model": block.get("model", "lorenz96"),
+                                     "model_options": block.get("model_options", {}), "obs": obs, **imperfect}))
+    return names
