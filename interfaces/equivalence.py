@@ -11,6 +11,8 @@ accepting the change as bit-reproducing when every figure agrees to the last bit
 This module does the same, under one rule: a declaration "runs made by version OLD count as made
 by version NEW" holds only with its evidence, written by ``benchmarks/verify_equivalence.py``
 after it ran whole archived jobs again under NEW and found every per-cycle score of every one
+bit-identical. Trained priors carry a code version of their own (the training code's); a
+declaration for one holds when the prior was trained again under NEW with every weight
 bit-identical. The record (``code_equivalence.toml`` beside this file) is data, not code: it is
 not part of any code version. Declarations chain (OLD -> MID -> NEW).
 """
@@ -54,7 +56,8 @@ def _read(path: str) -> tuple[dict[str, Any], ...]:
         if e["old"] == e["new"]:
             raise DataError(f"code equivalence record {p}: declaration {i + 1} declares {e['old']} equivalent to itself")
         for job in e["verified"]:
-            if not job.get("file") or job.get("cycles", 0) < 1:
+            # A run is evidence through its per-cycle scores, a trained prior through its weights.
+            if not job.get("file") or (job.get("cycles", 0) < 1 and job.get("tensors", 0) < 1):
                 raise DataError(f"code equivalence record {p}: declaration {i + 1} has a verified job "
                                 "without its file or cycles")
     return tuple(entries)

@@ -15,6 +15,7 @@ import torch
 
 import interfaces
 from interfaces import cache
+from interfaces.equivalence import counts_as
 from interfaces.errors import DataError
 
 from .config import FORMAT, UNHASHED, config_hash
@@ -45,8 +46,8 @@ def code_version_of_module(cfg: dict[str, Any], model_module: str) -> str:
 
 def stale_reason(path: Path, code: str) -> str:
     """Why the checkpoint at ``path`` must be (re)trained: 'missing', 'made by other code
-    (...)', or '' when it exists and was made by this code (or cannot be read: ``load`` then
-    says what is wrong with it)."""
+    (...)', or '' when it exists and was made by this code, or by code shown to train the same
+    weights (interfaces/equivalence.py), or cannot be read (``load`` then says what is wrong)."""
     path = Path(path)
     if not path.exists():
         return "missing"
@@ -55,7 +56,7 @@ def stale_reason(path: Path, code: str) -> str:
     except Exception:  # noqa: BLE001 - load() reports an unreadable file in one line
         return ""
     made_by = payload.get("code_version") if isinstance(payload, dict) else None
-    if made_by != code:
+    if not made_by or not counts_as(made_by, code):
         return f"made by other code (version {made_by or 'not recorded'}, this code is {code})"
     return ""
 

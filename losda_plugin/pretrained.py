@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from interfaces import cache
+from interfaces.equivalence import counts_as
 from interfaces.errors import DataError, UsageError
 
 FOLDER = Path(__file__).resolve().parent / "pretrained"
@@ -58,8 +59,10 @@ def committed(name: str, folder: Path | None = None) -> tuple[Path, dict[str, An
 
 
 def usable_reason(path: Path, meta: dict[str, Any], code: str) -> str:
-    """'' when the committed prior at ``path`` may stand in for training by code ``code``; else why not."""
-    if meta.get("code_version") != code:
+    """'' when the committed prior at ``path`` may stand in for training by code ``code`` (it was
+    trained by that code, or by code shown to train the same weights: interfaces/equivalence.py);
+    else why not."""
+    if not meta.get("code_version") or not counts_as(meta["code_version"], code):
         return f"trained by other code (version {meta.get('code_version')}, this code is {code})"
     if sha256(path) != meta.get("sha256"):
         return "its bytes do not match the sha256 its provenance records"

@@ -138,3 +138,42 @@ def test_old_commit_compares_the_old_code_run_here_with_the_new(verifier, old_ru
     assert not any("verify-equivalence-old-" in line for line in
                    __import__("subprocess").run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
                                                 text=True).stdout.splitlines())
+
+
+def test_a_prior_trained_again_bit_identically_is_declared_and_counts_as_current(verifier, tmp_path, monkeypatch):
+    """A prior's code version is the training code's: the record lets a prior trained by an
+    older version stand (cache and committed priors alike) once retraining gave the same bits."""
+    import torch
+
+    from losda_plugin import checkpoint, pretrained
+
+    made = verifier.train_under(ROOT, ["train", "--method", "losda", "--model", "lorenz96", "--set", "preset=quick"],
+                                tmp_path / "made")
+    payload = torch.load(made, map_location="cpu", weights_only=True)
+    current = payload["code_version"]
+    payload["code_version"] = "0123456789abcdef"  # as if an older training code had made it
+    old = tmp_path / made.name
+    torch.save(payload, old)
+    out = tmp_path / "record.toml"
+    assert checkpoint.stale_reason(old, current).startswith("made by other code")
+    assert verifier.main([str(old), "--why", "w", "--commits", "a..b", "--record", str(out)]) == 0
+    (entry,) = equivalence.declarations(out)
+    assert (entry["old"], entry["new"]) == ("0123456789abcdef", current)
+    assert entry["verified"][0]["method"] == "prior" and entry["verified"][0]["tensors"] > 10
+    monkeypatch.setattr(equivalence, "RECORD", out)
+    equivalence.clear_cache()
+    assert checkpoint.stale_reason(old, current) == ""
+    meta = {"code_version": "0123456789abcdef", "sha256": pretrained.sha256(old)}
+    assert pretrained.usable_reason(old, meta, current) == ""
+    assert "trained by other code" in pretrained.usable_reason(old, {**meta, "code_version": "feed"}, current)
+
+
+def test_weights_that_differ_in_one_value_are_named(verifier):
+    import torch
+
+    a = {"config_hash": "c", "data_hash": "d", "b_var": torch.ones(3), "vae": {"w": torch.zeros(2, 2)},
+         "denoiser": {"v": torch.arange(4.0)}}
+    b = {**a, "denoiser": {"v": torch.arange(4.0) + torch.tensor([0, 0, 1e-6, 0])}}
+    assert verifier.weights_difference(a, a) == (None, 3)
+    assert verifier.weights_difference(a, b)[0] == "denoiser.v differs"
+    assert "training data differ" in verifier.weights_difference(a, {**a, "data_hash": "e"})[0]
