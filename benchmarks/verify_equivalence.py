@@ -222,7 +222,7 @@ def verify_prior(path: Path, old_code: "OldCode | None", scratch: Path, args) ->
     new = checkpoint.code_version_of_module(payload["config"], model_module)
     if not old:
         raise UsageError(f"verify_equivalence: {path} records no code version")
-    if equivalence.counts_as(old, new, args.record):
+    if equivalence.counts_as(old, new, args.record) and not args.again:
         print(f"{path.name}: trained by {old}, which already counts as the current {new}; nothing to verify")
         return None
     command = train_args(path, payload)
@@ -286,7 +286,7 @@ def verify_run(path: Path, old_code: "OldCode | None", scratch: Path, args) -> t
     old, new = str(attrs.get("code_version", "")), sweep.job_code_version(job)
     if not old or new is None:
         raise UsageError(f"verify_equivalence: {path} has no code version to compare")
-    if equivalence.counts_as(old, new, args.record):
+    if equivalence.counts_as(old, new, args.record) and not args.again:
         print(f"{path.name}: made by {old}, which already counts as the current {new}; nothing to verify")
         return None
     t0 = time.perf_counter()
@@ -343,6 +343,9 @@ def main(argv=None) -> int:
     p.add_argument("--old-commit", help="run each job under the code of this commit too, here, and compare old "
                                         "with new (for runs made on another machine)")
     p.add_argument("--record", type=Path, default=equivalence.RECORD, help="the record to append to")
+    p.add_argument("--again", action="store_true",
+                   help="verify files whose version already counts as current too, adding their evidence (e.g. "
+                        "LO-SDA's sampler beside latent 3D-Var, which share one code version)")
     p.add_argument("--cache-dir", default=None, help="cache for the new code's reruns (default the usual one)")
     p.add_argument("--old-cache-dir", default=None, help="cache for the old code's reruns (default the usual "
                                                          "one: the old code's own priors are found there)")

@@ -82,6 +82,10 @@ def test_a_verified_rerun_records_the_equivalence_and_the_sweep_then_keeps_the_r
     assert verifier.main([str(old_run["path"]), "--why", "w", "--commits", "c", "--record", str(out),
                           "--cache-dir", str(tmp_path / "cache")]) == 0
     assert out.read_text() == before
+    # --again adds the evidence of a file whose version already counts (a second method of it).
+    assert verifier.main([str(old_run["path"]), "--why", "w", "--commits", "c", "--record", str(out),
+                          "--cache-dir", str(tmp_path / "cache"), "--again"]) == 0
+    assert len(equivalence.declarations(out)) == 2
 
 
 def test_a_rerun_that_differs_in_one_cycle_records_nothing(verifier, old_run, tmp_path, capsys):
