@@ -352,7 +352,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.commits and not args.old_commit:
         p.error("give --commits (or --old-commit, which implies it)")
-    commits = args.commits or f"{args.old_commit}..HEAD"
+    commits = args.commits or f"{args.old_commit}..{_head()}"
     # A verification stopped with SIGTERM still removes its worktree and scratch folders.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="verify-equivalence-") as scratch, \
@@ -366,6 +366,15 @@ def main(argv=None) -> int:
             if shown is not None:
                 record_declaration(args.record, shown[0], shown[1], args.why, commits, [shown[2]])
     return 0
+
+
+def _head() -> str:
+    """HEAD as a short hash (a record outlives the word HEAD), marked when the tree has changes."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    return (head or "HEAD") + (" (with uncommitted changes)" if dirty else "")
 
 
 @contextlib.contextmanager
