@@ -121,17 +121,37 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
     yield from (t for t in found if _selected(t[0], selected))
 
 
-def searches(name: str, block: dict, method: str, family: str):
+def searches(name: str, block: dict, method: str, family: str, tuned_file: Path | None = None):
     """The tuning searches of one method in one table, as (run folder, members, fixed options,
     grids): one at the block's ensemble size, and for a method tuned per size (the ensemble
     filters) one more at each other size a variant runs it at, so that no row of a table runs
     an ensemble size nobody tuned. A variant's own options are held fixed in its search (and
-    left out of its grids); its search has a folder of its own (the size in its name)."""
+    left out of its grids); its search has a folder of its own (the size in its name).
+
+    A method tuned once for every size (the latent methods) is searched at one member; a block's
+    ``ensemble_grids`` (e.g. { losda = ["rtps=0.5,0.7,0.9"] }) adds, for each of its ensemble
+    variants, a search of those options alone at the variant's size, with the one-member
+    search's choice (read from ``tuned_file`` once that search has run) held fixed: the score
+    ensemble's calibration control is tuned on the tuning seeds like the LETKF's."""
     members, grids = GRIDS[family][method]
     members = block.get("members", {}).get(method, members)
     fixed = block.get("method_options", {}).get(method, {})
     yield f"{name}-{method}", members, fixed, grids
     if members is None:  # tuned once for every size (latent methods: the sample count is theirs)
+        ensemble_grids = block.get("ensemble_grids", {}).get(method)
+        for variant in block.get("variants", {}).get(method, []) if ensemble_grids and tuned_file else ():
+            size = variant.get("members")
+            if not size or size == 1:
+                continue
+            from interfaces import tuned
+
+            entries = tuned.read(tuned_file) if Path(tuned_file).exists() else []
+            entry = tuned.find(entries, name, method, None)
+            if entry is None or tuned.tuned_size(entry) is not None:
+                continue  # the one-member search has not chosen yet: nothing to hold fixed
+            own = {k: v for k, v in variant.items() if k != "members"}
+            kept = [g for g in ensemble_grids if g.partition("=")[0] not in own]
+            yield f"{name}-{method}-members{size}", size, {**fixed, **entry["chosen"], **own}, kept
         return
     for variant in block.get("variants", {}).get(method, []):
         own = {k: v for k, v in variant.items() if k != "members"}
@@ -140,6 +160,11 @@ def searches(name: str, block: dict, method: str, family: str):
             continue
         kept = [g for g in grids if g.partition("=")[0] not in own]
         yield f"{name}-{method}-members{size}", size, {**fixed, **own}, kept
+
+
+def tuned_path(suite: dict) -> Path | None:
+    """The suite's tuned-options file (where `tune --suite` writes), or None."""
+    return ROOT / suite["tuned"] if suite.get("tuned") else None
 
 
 def run(cmd: list[str], log) -> int:
@@ -283,7 +308,7 @@ def status(args, out_root: str, only: set[str] | None) -> int:
         print(f"{name}: tuning")
         for method in block["methods"]:
             if method not in UNTUNED and (not only or method in only):
-                for folder, members, _, grids in searches(name, block, method, family):
+                for folder, members, _, grids in searches(name, block, method, family, tuned_path(suite)):
                     print(tune_status(name, method, family, out_root, tuned_file, seeds, folder, members, grids,
                                       slims), flush=True)
         out = f"{out_root}/{family}" if args.suite == "full" else out_root
@@ -363,7 +388,7 @@ def main(argv=None) -> int:
         for method in block["methods"]:
             if method in UNTUNED or (only and method not in only) or args.skip_tune:
                 continue
-            for folder, members, fixed, grids in searches(name, block, method, family):
+            for folder, members, fixed, grids in searches(name, block, method, family, tuned_path(suite)):
                 cmd = [exe, "tune", "--suite", args.suite, "--method", method, "--model", family, "--obs", obs,
                        "--seeds", tuning, "--cycles", str(cycles), "--burn-in", str(burn_in), "--descent",
                        "--rounds", str(args.rounds), "--extend-edges", str(args.extend_edges),

@@ -340,7 +340,13 @@ def _tuned_options(entries, path, table: str, method: str, members, scoring: lis
             return {}
         raise UsageError(f"{method} on {table}: '{path}' was tuned with {entry['members']} members, this table "
                          f"runs {members}; retune at this size")
-    return {k: v for k, v in entry["chosen"].items() if k not in cli}
+    chosen = dict(entry["chosen"])
+    base = tuned.find(entries, table, method, None)
+    if tuned.tuned_size(entry) is not None and base is not None and tuned.tuned_size(base) is None:
+        # An ensemble of a method tuned once for every size (the latent methods) searched only
+        # its own options (rerun_full's ensemble_grids) with the one-member choice held fixed.
+        chosen = {**base["chosen"], **chosen}
+    return {k: v for k, v in chosen.items() if k not in cli}
 
 
 def _typed(model_opts: dict, method_opts: dict[str, dict], model: str, registry) -> tuple[dict, dict]:

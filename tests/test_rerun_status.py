@@ -181,3 +181,27 @@ def test_archive_root_sends_the_slim_copies_to_another_checkout(rerun_full, tmp_
 def test_archive_root_that_is_not_a_checkout_is_refused(rerun_full, tmp_path):
     with pytest.raises(SystemExit, match=r"--archive-root .*nowhere is not a da-harness checkout"):
         rerun_full.archive_root(type("Args", (), {"archive_root": str(tmp_path / "nowhere")})())
+
+
+def test_a_latent_ensemble_searches_its_own_grid_with_the_one_member_choice_held(rerun_full, tmp_path):
+    """ensemble_grids: the LO-SDA ensemble's RTPS is searched at its size once the one-member
+    search has chosen, with that choice fixed; compare then gives the ensemble row both."""
+    from interfaces import suites
+
+    block = {"method_options": {"losda": {"preset": "full"}}, "variants": {"losda": [{"members": 20}]},
+             "ensemble_grids": {"losda": ["rtps=0.5,0.7,0.9"]}}
+    tuned_file = tmp_path / "tuned.toml"
+    assert [f for f, *_ in rerun_full.searches("t", block, "losda", "sw", tuned_file)] == ["t-losda"]
+    tuned_file.write_text('[[entry]]\ntable = "t"\nmethod = "losda"\nseeds = [100, 101]\n'
+                          'chosen = { output = "increment", prox = 0.1, steps = 40 }\n\n'
+                          '[[entry]]\ntable = "t"\nmethod = "losda"\nmembers = 20\nseeds = [100, 101]\n'
+                          'chosen = { rtps = 0.7 }\n')
+    found = list(rerun_full.searches("t", block, "losda", "sw", tuned_file))
+    assert found[1] == ("t-losda-members20", 20, {"preset": "full", "output": "increment", "prox": 0.1, "steps": 40},
+                        ["rtps=0.5,0.7,0.9"])
+    assert len(list(rerun_full.searches("t", {**block, "ensemble_grids": {}}, "losda", "sw", tuned_file))) == 1
+    entries = __import__("interfaces.tuned", fromlist=["read"]).read(tuned_file)
+    ensemble = suites._tuned_options(entries, tuned_file, "t", "losda", 20, [2000], {}, variant=True)
+    assert ensemble == {"output": "increment", "prox": 0.1, "steps": 40, "rtps": 0.7}
+    assert suites._tuned_options(entries, tuned_file, "t", "losda", None, [2000], {}) == {
+        "output": "increment", "prox": 0.1, "steps": 40}
