@@ -1,11 +1,12 @@
 """Committed priors (losda_plugin/pretrained.py): what they say they are, used instead of training
-when made by this code, ignored otherwise."""
+when made by this code (or code shown to train the same weights), ignored otherwise."""
 
 import json
 
 import pytest
 import torch
 
+from interfaces.equivalence import counts_as
 from interfaces.registry import get_registry
 from losda_plugin import pretrained
 from losda_plugin.checkpoint import code_version_of_module
@@ -34,8 +35,10 @@ def test_a_committed_prior_is_what_its_provenance_says_and_was_made_by_this_code
     assert meta["command"].startswith(f"da-harness train --method losda --model {cfg['model']} --set preset={cfg['preset']}")
     # Stale after an edit to the training code: then runs retrain (correct, but slow), so the
     # committed file must be republished (`da-harness train ...`, then
-    # `python -m losda_plugin.pretrained <the cache checkpoint>`).
-    assert payload["code_version"] == meta["code_version"] == _code(cfg), "republish this prior"
+    # `python -m losda_plugin.pretrained <the cache checkpoint>`), or the edit shown to train the
+    # same weights (benchmarks/verify_equivalence.py with the .pt: interfaces/equivalence.py).
+    assert payload["code_version"] == meta["code_version"]
+    assert counts_as(meta["code_version"], _code(cfg)), "republish this prior, or verify the change equivalent"
 
 
 def test_install_copies_a_current_prior_and_refuses_one_from_other_code(tmp_path):
@@ -94,6 +97,7 @@ def test_publish_refuses_a_checkpoint_whose_name_this_code_would_not_load(tmp_pa
     source = next(p for p in COMMITTED if p.name.startswith("lorenz96-full"))
     payload = torch.load(source, map_location="cpu", weights_only=True)
     payload["config_hash"] = "33a868650b62"  # as written before train_data had a neutral default
+    payload["code_version"] = _code(payload["config"])  # trained by this code: only its name is wrong
     old = tmp_path / "lorenz96-full-33a868650b62.pt"
     torch.save(payload, old)
     with pytest.raises(DataError, match="records configuration hash 33a868650b62"):
