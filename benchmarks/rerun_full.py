@@ -102,6 +102,7 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
     sys.path.insert(0, str(ROOT))
     from interfaces.suites import _merge, _selected
     from interfaces.grouping import group_name
+    from interfaces.suites import IMPERFECT_KEYS
 
     suite = tomllib.loads((ROOT / "benchmarks" / "suites" / f"{suite_name}.toml").read_text())
     found = []
@@ -110,7 +111,7 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
         for obs in block["obs"]:
             if obs_only and obs != obs_only:
                 continue
-            imperfect = {k: block[k] for k in ("truth_options", "model_error", "forecast_bias") if block.get(k)}
+            imperfect = {k: block[k] for k in IMPERFECT_KEYS if block.get(k)}
             name = group_name({"model": block["model"], "model_options": block.get("model_options", {}),
                                "obs": obs, **imperfect})
             found.append((name, obs, imperfect, block, suite))

@@ -399,6 +399,9 @@ def parse_pairs(items: str | list[str], methods: set[str] | None) -> list[tuple[
     return pairs
 
 
+#: A block's settings that make its tables an imperfect-model twin (part of their names).
+IMPERFECT_KEYS = ("truth_options", "model_error", "forecast_bias")
+
 #: What two tables must share for their rows to pair seed by seed: the same truths (model,
 #: truth model, model error) and the same observations, over the same scored window.
 SHARED_TRUTH = ("model", "model_options", "obs", "obs_std", "truth_options", "model_error", "cycles", "burn_in")
@@ -445,8 +448,8 @@ def _suite_table_names(suite: dict) -> list[str]:
     names = []
     for raw in suite.get("experiments", []):
         block = _merge(suite.get("defaults", {}), raw)
-        imperfect = {k: block[k] for k in ("truth_options", "model_error", "forecast_bias") if block.get(k)}
-        for obs in _as_list(block.get("obs", [])) if not isinstance(block.get("obs"), list) else block["obs"]:
+        imperfect = {k: block[k] for k in IMPERFECT_KEYS if block.get(k)}
+        for obs in _as_list(block.get("obs", [])):
             names.append(group_name({"model": block.get("model", "lorenz96"),
                                      "model_options": block.get("model_options", {}), "obs": obs, **imperfect}))
     return names
