@@ -100,21 +100,11 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
     """Each table of the suite as (name, obs, imperfect-model settings, block with the suite's
     defaults merged in, suite), the name as compare gives it."""
     sys.path.insert(0, str(ROOT))
-    from interfaces.suites import _merge, _selected
-    from interfaces.grouping import group_name
-    from interfaces.suites import IMPERFECT_KEYS
+    from interfaces.suites import _selected, suite_tables
 
     suite = tomllib.loads((ROOT / "benchmarks" / "suites" / f"{suite_name}.toml").read_text())
-    found = []
-    for raw in suite["experiments"]:
-        block = _merge(suite.get("defaults", {}), raw)
-        for obs in block["obs"]:
-            if obs_only and obs != obs_only:
-                continue
-            imperfect = {k: block[k] for k in IMPERFECT_KEYS if block.get(k)}
-            name = group_name({"model": block["model"], "model_options": block.get("model_options", {}),
-                               "obs": obs, **imperfect})
-            found.append((name, obs, imperfect, block, suite))
+    found = [(name, obs, imperfect, block, suite) for name, obs, imperfect, block in suite_tables(suite)
+             if not obs_only or obs == obs_only]
     # A table's whole name selects it alone, though it is a prefix of others' (sw-32x64-random0.05
     # of sw-32x64-random0.05-truth...): it is read as compare --tables reads 'NAME$'.
     if selected and any(t[0] == selected for t in found):

@@ -442,14 +442,21 @@ def cross_pairs(suite: dict | None, jobs: list[dict]) -> list[dict]:
     return kept
 
 
-def _suite_table_names(suite: dict) -> list[str]:
+def suite_tables(suite: dict) -> list[tuple[str, str, dict, dict]]:
+    """Each table of a suite as (name as compare gives it, obs, imperfect-model settings, block
+    with the suite's defaults merged in), in suite order."""
     from .grouping import group_name
 
-    names = []
+    found = []
     for raw in suite.get("experiments", []):
         block = _merge(suite.get("defaults", {}), raw)
         imperfect = {k: block[k] for k in IMPERFECT_KEYS if block.get(k)}
         for obs in _as_list(block.get("obs", [])):
-            names.append(group_name({"model": block.get("model", "lorenz96"),
-                                     "model_options": block.get("model_options", {}), "obs": obs, **imperfect}))
-    return names
+            name = group_name({"model": block.get("model", "lorenz96"),
+                               "model_options": block.get("model_options", {}), "obs": obs, **imperfect})
+            found.append((name, obs, imperfect, block))
+    return found
+
+
+def _suite_table_names(suite: dict) -> list[str]:
+    return [name for name, *_ in suite_tables(suite)]
