@@ -200,22 +200,39 @@ def paired_lines(table: dict) -> str:
     return text + (f" {verdict}" if verdict else "")
 
 
-def _separation(p: dict) -> tuple[str, str] | str:
-    """(ahead, behind) where a pair's interval excludes 0; 'not separated' where it does not;
-    '–' without an interval."""
+def _separation(p: dict, m: int = 1) -> tuple[str, str] | str:
+    """(ahead, behind) where the pair's test rejects equality at 5 %: its p-value (Holm-adjusted
+    when the family has m > 1 pairs), or without one its interval excluding 0; 'not separated'
+    where it does not; '–' without a difference. Holm is the family's test; the Bonferroni-level
+    intervals printed beside it are wider, so a pair Holm separates may show an interval that
+    includes 0 (``_holm_only`` says so)."""
     diff, half = p.get("analysis_rmse_diff"), p.get("analysis_rmse_diff_ci95")
-    if diff is None or half is None or not (math.isfinite(diff) and math.isfinite(half)):
+    if diff is None or not math.isfinite(diff):
         return "–"
-    if diff + half < 0:
-        return p["a"], p["b"]
-    if diff - half > 0:
-        return p["b"], p["a"]
-    return "not separated"
+    value = p.get("p_holm") if m > 1 else p.get("p")
+    if value is not None and math.isfinite(value):
+        separated = value < 0.05 and diff != 0
+    elif half is not None and math.isfinite(half):
+        separated = abs(diff) > half
+    else:
+        return "–"
+    if not separated:
+        return "not separated"
+    return (p["a"], p["b"]) if diff < 0 else (p["b"], p["a"])
 
 
-def _reading(p: dict) -> str:
-    sep = _separation(p)
-    return f"{sep[0]} ahead" if isinstance(sep, tuple) else sep
+def _holm_only(p: dict, m: int) -> bool:
+    """A pair the Holm test separates whose Bonferroni-level interval still includes 0."""
+    half = p.get("analysis_rmse_diff_ci95")
+    return (m > 1 and isinstance(_separation(p, m), tuple) and half is not None and math.isfinite(half)
+            and abs(p["analysis_rmse_diff"]) <= half)
+
+
+def _reading(p: dict, m: int = 1) -> str:
+    sep = _separation(p, m)
+    if not isinstance(sep, tuple):
+        return sep
+    return f"{sep[0]} ahead" + (" (Holm; its Bonferroni interval includes 0)" if _holm_only(p, m) else "")
 
 
 def pairs_overview(tables: list[dict]) -> str:
@@ -226,7 +243,7 @@ def pairs_overview(tables: list[dict]) -> str:
         m = len(t.get("pairs") or [])
         for p in t.get("pairs") or []:
             lines.append(f"| {t['name']} | {p['a']} − {p['b']} | {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} "
-                         f"| {p['seeds']} | {_p_text(p, m).removeprefix(', ') or '–'} | {_reading(p)} |")
+                         f"| {p['seeds']} | {_p_text(p, m).removeprefix(', ') or '–'} | {_reading(p, m)} |")
     if not lines:
         return ""
     return "\n".join(["## The pairs, table by table", "",
@@ -236,13 +253,16 @@ def pairs_overview(tables: list[dict]) -> str:
 
 
 def verdict_line(pairs: list[dict]) -> str:
-    """The pairs read out: which method is ahead where the (adjusted) interval excludes 0, and
-    which pairs it does not separate, so that a reader need not check each sign and interval."""
+    """The pairs read out: which method is ahead where the family's test (Holm over the table's
+    pairs; the plain p-value or the interval for one pair) rejects equality, and which pairs it
+    does not separate, so that a reader need not check each sign, interval and p-value."""
+    m = len(pairs)
     ahead, level = [], []
     for p in pairs:
-        sep = _separation(p)
+        sep = _separation(p, m)
         if isinstance(sep, tuple):
-            ahead.append(f"{sep[0]} ahead of {sep[1]}")
+            ahead.append(f"{sep[0]} ahead of {sep[1]}" + (" (Holm; its Bonferroni interval includes 0)"
+                                                            if _holm_only(p, m) else ""))
         elif sep == "not separated":
             level.append(f"{p['a']} and {p['b']}")
     parts = ([", ".join(ahead)] if ahead else []) + (["not separated: " + ", ".join(level)] if level else [])
@@ -288,7 +308,7 @@ def cross_pairs_section(pairs: list[dict]) -> str:
         return ""
     m = len(pairs)
     lines = [f"| {p['a']} | {p['b']} | {_fmt(p['analysis_rmse_diff'], p['analysis_rmse_diff_ci95'])} | {p['seeds']} "
-             f"| {_p_text(p, m).removeprefix(', ') or '–'} | {_reading(p) if p['seeds'] else 'not run yet'} | {p.get('why', '')} |"
+             f"| {_p_text(p, m).removeprefix(', ') or '–'} | {_reading(p, m) if p['seeds'] else 'not run yet'} | {p.get('why', '')} |"
              for p in pairs]
     return "\n".join(["## Pairs across tables", "",
                        "Rows of two tables whose seeds share truths and observations, paired seed by seed (RMSE a "

@@ -292,6 +292,26 @@ def test_the_verdict_reads_each_pairs_interval_out():
     assert verdict_line(pairs[3:]) == ""
 
 
+def test_the_verdict_follows_the_holm_test_and_says_when_its_interval_disagrees():
+    """Holm is the family's test; its Bonferroni-level intervals are wider, so a pair may be
+    separated by the test while its printed interval includes 0 (the imperfect-physics table's
+    LO-SDA ensemble against LETKF-20: +0.0106 ± 0.013, p(Holm) = 0.022)."""
+    from interfaces.report import _reading, verdict_line
+
+    ens = {"a": "losda-ens", "b": "letkf", "analysis_rmse_diff": 0.0106, "analysis_rmse_diff_ci95": 0.013,
+           "p": 0.0037, "p_holm": 0.022}
+    dps = {"a": "dps", "b": "letkf", "analysis_rmse_diff": 0.03, "analysis_rmse_diff_ci95": 0.01,
+           "p": 0.0001, "p_holm": 0.0006}
+    close = {"a": "l3dvar", "b": "letkf", "analysis_rmse_diff": -0.004, "analysis_rmse_diff_ci95": 0.01,
+             "p": 0.3, "p_holm": 0.6}
+    assert verdict_line([ens, dps, close]) == ("Read: letkf ahead of losda-ens (Holm; its Bonferroni interval "
+                                               "includes 0), letkf ahead of dps; not separated: l3dvar and letkf.")
+    assert _reading(ens, 3) == "letkf ahead (Holm; its Bonferroni interval includes 0)"
+    # Alone, a pair is read from its plain p-value (which agrees with its 95 % interval).
+    assert verdict_line([dict(close, p=0.01)]) == "Read: l3dvar ahead of letkf."
+    assert verdict_line([dict(ens, p=0.2)]) == "Read: not separated: losda-ens and letkf."
+
+
 def test_no_progress_leaves_out_the_finished_jobs_lines_but_not_the_failures(tmp_path):
     registry = build_registry(extra_plugins=[("raises-plugin", RaisesPlugin())])
     lines = []
