@@ -158,12 +158,24 @@ def label_rows(recs: list[dict], protocol: dict | None = None) -> None:
             differing = untuned
         for r, c in zip(mine, configs):
             r["variant"] = {k: c.get(k) for k in differing}
-        # Shown plainly: 'members=1' (the method's own size), 'train_data=default', never
-        # 'members=None' or 'train_data='; the raw values where that would make two rows one.
+        # Shown plainly: 'members=1' (the method's own size), never 'members=None' or
+        # 'train_data='; a setting left unset (the method's own choice) is left out of a row's name
+        # ('losda (members=20, rtps=0.5)', not '..., train_data=default, train_backgrounds=default'),
+        # then named 'default', then the raw values, whichever first keeps the rows apart. A
+        # number is always shown ('inflation=1.0' beside 'inflation=1.1').
         preferred = getattr(_factory(method), "preferred_members", None)
-        for shown in (lambda k, v: _shown(k, v, preferred), lambda k, v: str(v)):
-            labels = [method + (f" ({', '.join(f'{k}={shown(k, v)}' for k, v in r['variant'].items())})" if differing else "")
-                      for r in mine]
+
+        def at_default(k, v) -> bool:
+            return k != "members" and (v is None or v == "" or v == "default")
+
+        def name(r, shown, keep) -> str:
+            items = [f"{k}={shown(k, v)}" for k, v in r["variant"].items() if keep(k, v)]
+            return method + (f" ({', '.join(items)})" if items else "")
+
+        for shown, keep in ((lambda k, v: _shown(k, v, preferred), lambda k, v: not at_default(k, v)),
+                            (lambda k, v: _shown(k, v, preferred), lambda k, v: True),
+                            (lambda k, v: str(v), lambda k, v: True)):
+            labels = [name(r, shown, keep) if differing else method for r in mine]
             if len(set(labels)) >= distinct:
                 break
         for r, label in zip(mine, labels):

@@ -289,8 +289,9 @@ def test_every_table_gets_its_cost_figure_and_equal_cost_line(tmp_path):
 
 
 def test_row_labels_show_sizes_and_defaults_plainly_and_stay_distinct():
-    """The regimes table's LO-SDA rows read 'losda (members=1, rtps=0.0, train_data=default)',
-    not 'members=None' and 'train_data='; two configurations never share a label."""
+    """The regimes table's LO-SDA rows read 'losda (members=1, rtps=0.0)' and 'losda (members=20,
+    rtps=0.5)': never 'members=None' or 'train_data=', and a setting left unset is left out of the
+    name while the rows stay apart; two configurations never share a label."""
     from interfaces.aggregate import label_rows
 
     def rec(method, members, **options):
@@ -300,9 +301,14 @@ def test_row_labels_show_sizes_and_defaults_plainly_and_stay_distinct():
     recs = [rec("losda", None, rtps=0.0, train_data=""), rec("losda", 20, rtps=0.5, train_data=""),
             rec("losda", None, rtps=0.0, train_data="jet_speed=70.0")]
     label_rows(recs)
-    assert [r["row"] for r in recs] == ["losda (members=1, rtps=0.0, train_data=default)",
-                                        "losda (members=20, rtps=0.5, train_data=default)",
+    assert [r["row"] for r in recs] == ["losda (members=1, rtps=0.0)", "losda (members=20, rtps=0.5)",
                                         "losda (members=1, rtps=0.0, train_data=jet_speed=70.0)"]
+    # A row with every differing setting unset is the method's bare name.
+    unset = [rec("losda", None, train_data="", train_backgrounds="forecast"),
+             rec("losda", None, train_data="", train_backgrounds=""),
+             rec("losda", None, train_data="x", train_backgrounds="")]
+    label_rows(unset)
+    assert [r["row"] for r in unset] == ["losda (train_backgrounds=forecast)", "losda", "losda (train_data=x)"]
     # members None is the LETKF's own 20: shown as 20 would merge two rows, so the raw value stays.
     clash = [rec("letkf", None), rec("letkf", 20)]
     label_rows(clash)
