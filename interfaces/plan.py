@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 from . import failures
 from .grouping import group_name
-from .sweep import attrs_state, job_code_version, job_hash, run_path
+from .sweep import attrs_state, job_code_version, job_hash, read_run, run_path
 
 
 #: How format_plan marks an estimate not taken from the row's finished scoring runs.
@@ -84,22 +83,16 @@ def _attrs_and_seconds(path) -> tuple[dict[str, Any] | None, float | None]:
     """A run file's attributes (None when it is missing or unreadable, as ``read_attrs``) and, for
     a file not complete, the mean wall time per cycle it recorded so far (its 'seconds' variable;
     None when it has none), from one opening of the file."""
-    import xarray as xr
+    def seconds(ds) -> float | None:
+        if ds.attrs.get("status") == "complete" or "seconds" not in ds or ds["seconds"].size == 0:
+            return None
+        try:
+            value = float(ds["seconds"].mean())
+        except Exception:  # noqa: BLE001 - unreadable times just give no estimate
+            return None
+        return value if math.isfinite(value) and value > 0 else None
 
-    if not Path(path).exists():
-        return None, None
-    try:
-        with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
-            attrs = dict(ds.attrs)
-            if attrs.get("status") == "complete" or "seconds" not in ds or ds["seconds"].size == 0:
-                return attrs, None
-            try:
-                value = float(ds["seconds"].mean())
-            except Exception:  # noqa: BLE001 - unreadable times just give no estimate
-                return attrs, None
-    except Exception:  # noqa: BLE001 - an unreadable file is simply redone
-        return None, None
-    return attrs, (value if math.isfinite(value) and value > 0 else None)
+    return read_run(path, lambda ds: (dict(ds.attrs), seconds(ds))) or (None, None)
 
 
 def format_plan(rows: list[dict[str, Any]], run_dir) -> str:

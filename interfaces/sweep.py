@@ -68,17 +68,23 @@ def job_code_version(job: dict[str, Any], registry=None) -> str | None:
     return run_code_version(model, method)
 
 
-def read_attrs(path: Path) -> dict[str, Any] | None:
-    """A run file's attributes; None when it is missing or cannot be read."""
+def read_run(path: Path, what: Callable[[Any], Any]) -> Any:
+    """``what(dataset)`` from one opening of a run file; None when the file is missing or cannot
+    be read (an unreadable file is simply redone)."""
     if not Path(path).exists():
         return None
     import xarray as xr
 
     try:
         with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
-            return dict(ds.attrs)
+            return what(ds)
     except Exception:  # noqa: BLE001 - an unreadable file is simply redone
         return None
+
+
+def read_attrs(path: Path) -> dict[str, Any] | None:
+    """A run file's attributes; None when it is missing or cannot be read."""
+    return read_run(path, lambda ds: dict(ds.attrs))
 
 
 def attrs_state(attrs: dict[str, Any], code: str | None = None) -> tuple[str, dict | None, str]:
