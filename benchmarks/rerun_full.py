@@ -114,7 +114,7 @@ def tables(suite_name: str, selected: str | None, obs_only: str | None):
 
 def searches(name: str, block: dict, method: str, family: str, tuned_file: Path | None = None):
     """The tuning searches of one method in one table, as (run folder, members, fixed options,
-    grids): one at the block's ensemble size, and for a method tuned per size (the ensemble
+    grids, calibrate): one at the block's ensemble size, and for a method tuned per size (the ensemble
     filters) one more at each other size a variant runs it at, so that no row of a table runs
     an ensemble size nobody tuned. A variant's own options are held fixed in its search (and
     left out of its grids); its search has a folder of its own (the size in its name).
@@ -123,11 +123,13 @@ def searches(name: str, block: dict, method: str, family: str, tuned_file: Path 
     ``ensemble_grids`` (e.g. { losda = ["rtps=0.5,0.7,0.9"] }) adds, for each of its ensemble
     variants, a search of those options alone at the variant's size, with the one-member
     search's choice (read from ``tuned_file`` once that search has run) held fixed: the score
-    ensemble's calibration control is tuned on the tuning seeds like the LETKF's."""
+    ensemble's calibration control is tuned on the tuning seeds like the LETKF's, and since it
+    is a calibration control, with ``calibrate`` (tune --calibrate): among the settings within
+    the tolerance of the lowest RMSE, the spread-skill nearest 1 wins."""
     members, grids = GRIDS[family][method]
     members = block.get("members", {}).get(method, members)
     fixed = block.get("method_options", {}).get(method, {})
-    yield f"{name}-{method}", members, fixed, grids
+    yield f"{name}-{method}", members, fixed, grids, False
     if members is None:  # tuned once for every size (latent methods: the sample count is theirs)
         ensemble_grids = block.get("ensemble_grids", {}).get(method)
         for variant in block.get("variants", {}).get(method, []) if ensemble_grids and tuned_file else ():
@@ -142,7 +144,7 @@ def searches(name: str, block: dict, method: str, family: str, tuned_file: Path 
                 continue  # the one-member search has not chosen yet: nothing to hold fixed
             own = {k: v for k, v in variant.items() if k != "members"}
             kept = [g for g in ensemble_grids if g.partition("=")[0] not in own]
-            yield f"{name}-{method}-members{size}", size, {**fixed, **entry["chosen"], **own}, kept
+            yield f"{name}-{method}-members{size}", size, {**fixed, **entry["chosen"], **own}, kept, True
         return
     for variant in block.get("variants", {}).get(method, []):
         own = {k: v for k, v in variant.items() if k != "members"}
@@ -150,7 +152,7 @@ def searches(name: str, block: dict, method: str, family: str, tuned_file: Path 
         if size == members:
             continue
         kept = [g for g in grids if g.partition("=")[0] not in own]
-        yield f"{name}-{method}-members{size}", size, {**fixed, **own}, kept
+        yield f"{name}-{method}-members{size}", size, {**fixed, **own}, kept, False
 
 
 def tuned_path(suite: dict) -> Path | None:
@@ -299,7 +301,7 @@ def status(args, out_root: str, only: set[str] | None) -> int:
         print(f"{name}: tuning")
         for method in block["methods"]:
             if method not in UNTUNED and (not only or method in only):
-                for folder, members, _, grids in searches(name, block, method, family, tuned_path(suite)):
+                for folder, members, _, grids, _ in searches(name, block, method, family, tuned_path(suite)):
                     print(tune_status(name, method, family, out_root, tuned_file, seeds, folder, members, grids,
                                       slims), flush=True)
         out = f"{out_root}/{family}" if args.suite == "full" else out_root
@@ -379,7 +381,7 @@ def main(argv=None) -> int:
         for method in block["methods"]:
             if method in UNTUNED or (only and method not in only) or args.skip_tune:
                 continue
-            for folder, members, fixed, grids in searches(name, block, method, family, tuned_path(suite)):
+            for folder, members, fixed, grids, calibrate in searches(name, block, method, family, tuned_path(suite)):
                 cmd = [exe, "tune", "--suite", args.suite, "--method", method, "--model", family, "--obs", obs,
                        "--seeds", tuning, "--cycles", str(cycles), "--burn-in", str(burn_in), "--descent",
                        "--rounds", str(args.rounds), "--extend-edges", str(args.extend_edges),
@@ -391,6 +393,8 @@ def main(argv=None) -> int:
                     cmd += ["--members", str(members)]
                 for g in grids:
                     cmd += ["--grid", g]
+                if calibrate:
+                    cmd += ["--calibrate"]
                 if archive:
                     archive.track(ROOT / "runs" / "tune" / folder / "runs",
                                   slims / out_root / "archive" / "tune" / folder)

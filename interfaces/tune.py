@@ -6,7 +6,9 @@ reads finished settings), scored by the mean over seeds of the steady-state anal
 cycles after burn-in), and the lowest finite score wins. With ``--tolerance``, a cheaper setting
 (smaller product of the cost options: reverse steps, samples, members, iterations) wins instead
 when its score is within that relative margin of the lowest: the by-hand tuner's "no more steps
-than the accuracy needs", applied to every method alike. The chosen values and the whole search
+than the accuracy needs", applied to every method alike. With ``--calibrate`` (an ensemble's
+spread control), among the settings of least cost within that margin the one whose spread-skill
+(mean over the tuning seeds) is nearest 1 wins: calibration never costs more than the margin. The chosen values and the whole search
 go to a tuned-options file (interfaces/tuned.py) that suite blocks apply with ``tuned = "..."``.
 """
 
@@ -50,6 +52,10 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.0, metavar="REL",
                    help="choose the cheapest setting (smallest product of the --cost-options' values) whose score "
                         "is within REL of the lowest, relative (0.01 = 1 %%); default 0: the lowest score")
+    p.add_argument("--calibrate", action="store_true",
+                   help="among the cheapest settings within --tolerance of the lowest score, choose the one whose "
+                        "spread-skill (mean over the seeds) is nearest 1 (an ensemble's spread control: RTPS, "
+                        "inflation); needs --tolerance and an ensemble (--members above 1)")
     p.add_argument("--cost-options", default=",".join(COST_OPTIONS), metavar="K1,K2,...",
                    help=f"options whose value a run's cost grows with (default {','.join(COST_OPTIONS)})")
     p.add_argument("--cycles", type=int, default=100, help="cycles per run, burn-in included (default 100)")
@@ -121,6 +127,9 @@ def cmd_tune(args, registry) -> int:
         raise UsageError(f"--rounds must be a positive integer, got {args.rounds}")
     if not (0 <= args.tolerance < 1):
         raise UsageError(f"--tolerance must be a relative margin in [0, 1), got {args.tolerance}")
+    if getattr(args, "calibrate", False) and not (args.tolerance and (args.members or 0) > 1):
+        raise UsageError("--calibrate chooses among the settings within --tolerance of the lowest score by their "
+                         "spread-skill: it needs --tolerance and --members above 1")
     if args.extend_edges < 0 or (args.extend_edges and not args.descent):
         raise UsageError(f"--extend-edges must be a non-negative integer and needs --descent, got {args.extend_edges}")
     search = Search(args, registry, grid, seeds)
@@ -175,6 +184,8 @@ def command_line(args) -> str:
         parts += ["--tolerance", f"{args.tolerance:g}"]
         if args.cost_options != ",".join(COST_OPTIONS):
             parts += ["--cost-options", args.cost_options]
+    if getattr(args, "calibrate", False):
+        parts += ["--calibrate"]
     return shlex.join(parts)
 
 
@@ -200,6 +211,7 @@ class Search:
         names = getattr(args, "cost_options", ",".join(COST_OPTIONS))
         self.cost_keys = [k for k in (n.strip() for n in names.split(",")) if k in grid]
         self.tolerance = float(getattr(args, "tolerance", 0.0) or 0.0)
+        self.calibrate = bool(getattr(args, "calibrate", False))
         for k in self.cost_keys:
             try:
                 [float(v) for v in grid[k]]
@@ -213,9 +225,17 @@ class Search:
 
     def pick(self, settings: list[tuple[str, ...]]) -> tuple[str, ...]:
         """The lowest-scoring of ``settings`` (all with finite scores); with a tolerance, the
-        cheapest whose score is within it of the lowest, ties going to the lower score."""
+        cheapest whose score is within it of the lowest, ties going to the lower score, or with
+        --calibrate to the spread-skill nearest 1 (by ratio: 0.8 and 1.25 are equally far)."""
         lowest = min(self.scores[s]["score"] for s in settings)
         near = [s for s in settings if self.scores[s]["score"] <= lowest * (1 + self.tolerance)]
+
+        def miscalibration(s) -> float:
+            ratio = self.scores[s].get("spread_skill")
+            return abs(math.log(ratio)) if ratio is not None and math.isfinite(ratio) and ratio > 0 else math.inf
+
+        if self.calibrate:
+            return min(near, key=lambda s: (self.cost(s), miscalibration(s), self.scores[s]["score"]))
         return min(near, key=lambda s: (self.cost(s), self.scores[s]["score"]))
 
     def jobs(self, setting: tuple[str, ...]) -> list[dict]:
@@ -264,9 +284,15 @@ class Search:
         # Cycling seconds (per cycle x cycles, which a resumed run keeps whole), over the seeds.
         seconds = sum(float(r["summary"].get("seconds_per_cycle") or 0.0) * int(r["summary"].get("cycles") or 0)
                       for r in ok)
-        return {"options": typed, "score": mean, "score_ci95": half, "seeds": n, "run_seconds": round(seconds, 3),
-                "time_ci95": steady["analysis_rmse_time_ci95"], "stationary": steady["stationary"],
-                "error": failed[0] if failed else None}
+        record = {"options": typed, "score": mean, "score_ci95": half, "seeds": n, "run_seconds": round(seconds, 3),
+                  "time_ci95": steady["analysis_rmse_time_ci95"], "stationary": steady["stationary"],
+                  "error": failed[0] if failed else None}
+        if self.calibrate:  # only then: the entries of searches without it stay as they were written
+            ratios = [float(r["summary"].get("spread_skill", float("nan"))) for r in ok]
+            record["spread_skill"] = (sum(ratios) / len(ratios)
+                                      if ratios and len(ok) == len(records) and all(map(math.isfinite, ratios))
+                                      else float("nan"))
+        return record
 
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
@@ -301,6 +327,7 @@ class Search:
                 "score_ci95": self.scores[best]["score_ci95"],
                 # What --tolerance traded: the lowest score found, where it differs from the choice.
                 "tolerance": self.tolerance or None, "cost_options": self.cost_keys or None,
+                **({"calibrate": True} if self.calibrate else {}),
                 "lowest": None if best == lowest else {"options": self.scores[lowest]["options"],
                                                         "score": self.scores[lowest]["score"]},
                 "fixed": {k: v for k, v in job["method_options"].items() if k in self.fixed},
@@ -401,10 +428,12 @@ def edge_extension(values: list[str], chosen: str) -> str | None:
 
 def search_table(entry: dict) -> str:
     keys = list(entry["chosen"])
+    calibrated = bool(entry.get("calibrate"))
+    extra = ["spread/skill"] if calibrated else []
     lines = [f"# tune {entry['method']} on {entry['table']} (seeds {', '.join(map(str, entry['seeds']))}, "
              f"{entry['cycles']} cycles, {entry['burn_in']} burn-in)", "",
-             "| " + " | ".join([*keys, "RMSE a (seeds)", "± time (AR1)", "stationary", ""]) + " |",
-             "|" + "|".join(["---:"] * (len(keys) + 3) + ["---"]) + "|"]
+             "| " + " | ".join([*keys, "RMSE a (seeds)", "± time (AR1)", "stationary", *extra, ""]) + " |",
+             "|" + "|".join(["---:"] * (len(keys) + 3 + len(extra)) + ["---"]) + "|"]
     for s in entry["search"]:
         chosen = s["options"] == entry["chosen"]
         score = "failed: " + s["error"] if s.get("error") else f"{s['score']:.4g}" + (
@@ -412,7 +441,9 @@ def search_table(entry: dict) -> str:
         time_ci = f"± {s['time_ci95']:.2g}" if s["time_ci95"] is not None and math.isfinite(s["time_ci95"]) else "–"
         stationary = {True: "yes", False: "**no**", None: "–"}[s["stationary"]]
         lowest = entry.get("lowest") and s["options"] == entry["lowest"]["options"]
-        lines.append("| " + " | ".join([*(str(s["options"][k]) for k in keys), score, time_ci, stationary,
+        ratio = s.get("spread_skill")
+        shown = ([f"{ratio:.3g}" if ratio is not None and math.isfinite(ratio) else "–"] if calibrated else [])
+        lines.append("| " + " | ".join([*(str(s["options"][k]) for k in keys), score, time_ci, stationary, *shown,
                                         "chosen" if chosen else "lowest" if lowest else ""]) + " |")
     if entry.get("at_edge"):
         grown = entry.get("extended") or {}
@@ -422,6 +453,8 @@ def search_table(entry: dict) -> str:
                       "(--extend-edges K grows each list at most K times)."]
     if entry.get("lowest"):
         margin = entry["score"] / entry["lowest"]["score"] - 1
-        lines += ["", f"Chosen: the cheapest setting (product of {', '.join(entry['cost_options'])}) within "
-                      f"{entry['tolerance']:.0%} of the lowest score; it is {margin:.1%} above it."]
+        cost = f" (product of {', '.join(entry['cost_options'])})" if entry.get("cost_options") else ""
+        lines += ["", f"Chosen: the cheapest setting{cost} within {entry['tolerance']:.0%} of the lowest score"
+                      + (", of those the spread-skill nearest 1" if calibrated else "")
+                      + f"; it is {margin:.1%} above it."]
     return "\n".join(lines)

@@ -93,19 +93,19 @@ def test_a_variant_at_another_ensemble_size_gets_a_search_of_its_own(rerun_full)
              "variants": {"letkf": [{"members": 6}, {"members": 10, "inflation": 1.1}, {"radius": 3000.0}],
                           "losda": [{"members": 20, "rtps": 0.5}]}}
     letkf = list(rerun_full.searches("t", block, "letkf", "sw"))
-    assert [(f, m) for f, m, _, _ in letkf] == [("t-letkf", 20), ("t-letkf-members6", 6), ("t-letkf-members10", 10)]
+    assert [(f, m) for f, m, *_ in letkf] == [("t-letkf", 20), ("t-letkf-members6", 6), ("t-letkf-members10", 10)]
     grids = rerun_full.GRIDS["sw"]["letkf"][1]
-    assert letkf[1][2:] == ({}, grids)
+    assert letkf[1][2:] == ({}, grids, False)  # the LETKF is tuned by RMSE alone, as before
     assert letkf[2][2] == {"inflation": 1.1} and letkf[2][3] == [g for g in grids if not g.startswith("inflation=")]
     assert [f for f, *_ in rerun_full.searches("t", block, "losda", "sw")] == ["t-losda"]
     regimes = {name: block for name, _, _, block, _ in rerun_full.tables("regimes", None, None)}
     for name, b in regimes.items():  # every regimes table that runs a small LETKF tunes it
         sizes = [20, 6] if "fbias" not in name else [20]  # the reanalysis-data table runs 20 only
-        assert [m for _, m, _, _ in rerun_full.searches(name, b, "letkf", "sw")] == sizes
+        assert [m for _, m, *_ in rerun_full.searches(name, b, "letkf", "sw")] == sizes
     full = {name: block for name, _, _, block, _ in rerun_full.tables("full", "sw-32x64", None)}
     assert len(full) == 2
     for name, b in full.items():  # and the full suite's 32x64 tables their 6- and 10-member ones
-        assert [m for _, m, _, _ in rerun_full.searches(name, b, "letkf", "sw")] == [20, 6, 10]
+        assert [m for _, m, *_ in rerun_full.searches(name, b, "letkf", "sw")] == [20, 6, 10]
 
 
 def test_status_tells_the_searches_of_one_method_apart_by_size(rerun_full, tmp_path):
@@ -198,7 +198,8 @@ def test_a_latent_ensemble_searches_its_own_grid_with_the_one_member_choice_held
                           'chosen = { rtps = 0.7 }\n')
     found = list(rerun_full.searches("t", block, "losda", "sw", tuned_file))
     assert found[1] == ("t-losda-members20", 20, {"preset": "full", "output": "increment", "prox": 0.1, "steps": 40},
-                        ["rtps=0.5,0.7,0.9"])
+                        ["rtps=0.5,0.7,0.9"], True)  # a calibration control: tune --calibrate
+    assert found[0][4] is False
     assert len(list(rerun_full.searches("t", {**block, "ensemble_grids": {}}, "losda", "sw", tuned_file))) == 1
     entries = __import__("interfaces.tuned", fromlist=["read"]).read(tuned_file)
     ensemble = suites._tuned_options(entries, tuned_file, "t", "losda", 20, [2000], {}, variant=True)

@@ -347,6 +347,49 @@ def test_tolerance_end_to_end_records_what_it_traded(tmp_path, cli):
     assert code == 0 and json.loads(text)["chosen"] == {"max_iter": 30} and json.loads(text)["lowest"] is None
 
 
+def test_calibrate_prefers_the_spread_skill_nearest_one_within_the_margin(tmp_path):
+    """An ensemble's spread control (RTPS) costs the same at every value: with --calibrate, of
+    the settings within the tolerance the best-calibrated wins (by ratio: 0.8 is nearer 1 than
+    1.3), never one outside the margin however well calibrated; without it, the lowest score."""
+    from interfaces.tune import Search
+
+    args = Namespace(method="enkf", model="lorenz96", obs="every:2", obs_std=None, cycles=10, burn_in=2,
+                     members=10, options=[], truth_options=[], model_error=None, runs=str(tmp_path),
+                     extend_edges=0, tolerance=0.01, cost_options="max_iter", calibrate=True)
+    search = Search(args, get_registry(), {"rtps": ["0.5", "0.7", "0.9", "0.95"]}, [100])
+    search.scores = {("0.5",): {"score": 0.1300, "spread_skill": 0.72}, ("0.7",): {"score": 0.1305, "spread_skill": 0.80},
+                     ("0.9",): {"score": 0.1310, "spread_skill": 1.30}, ("0.95",): {"score": 0.1400, "spread_skill": 1.0}}
+    assert search.pick(list(search.scores)) == ("0.7",)
+    search.calibrate = False
+    assert search.pick(list(search.scores)) == ("0.5",)
+    search.calibrate, search.tolerance = True, 0.0
+    assert search.pick(list(search.scores)) == ("0.5",)  # no margin: calibration has nothing to choose among
+
+
+def test_calibrate_end_to_end_records_spread_skill_and_its_rule(tmp_path, cli):
+    """A 10-member LETKF's inflation on Lorenz-96, every site observed, searched with --calibrate
+    and a 40 % margin: the choice is the recorded spread-skill nearest 1 among the settings within
+    the margin, which here is not the lowest score (inflation 1.06 is lowest but over-dispersive,
+    1.03 near 0.9); the search table shows each spread-skill and the command says --calibrate."""
+    common = ["tune", "--method", "letkf", "--obs", "all", "--cycles", "100", "--burn-in", "40", "--serial",
+              "--no-progress", "--members", "10", "--seeds", "100,101", "--runs", str(tmp_path / "runs"),
+              "--grid", "inflation=1.03,1.06,1.2", "--set", "rtps=0"]
+    out = tmp_path / "calibrated.toml"
+    code, text, err = cli(*common, "--out", str(out), "--tolerance", "0.4", "--calibrate")
+    assert code == 0, err
+    (entry,) = tuned.read(out)
+    records = {s["options"]["inflation"]: s for s in entry["search"]}
+    lowest = min(records.values(), key=lambda s: s["score"])["score"]
+    near = {k: s["spread_skill"] for k, s in records.items() if s["score"] <= lowest * 1.4}
+    nearest = min(near, key=lambda k: abs(math.log(near[k])))
+    assert entry["chosen"] == {"inflation": nearest} and entry["calibrate"] is True
+    assert entry["lowest"] is not None and entry["lowest"]["options"] != entry["chosen"]  # the rule chose
+    assert "--calibrate" in entry["command"] and "| spread/skill |" in text and "spread-skill nearest 1" in text
+    # --calibrate needs a margin to choose within and an ensemble to calibrate.
+    code, _, err = cli(*common, "--out", str(tmp_path / "t.toml"), "--calibrate")
+    assert code != 0 and "--calibrate" in err and "--tolerance" in err
+
+
 def test_each_ensemble_size_takes_the_entry_tuned_at_that_size(tmp_path):
     """A suite running the LETKF at 20 members and a 6-member variant applies each size's own
     entry; with no entry at 6 the variant runs untuned (never the 20-member choice)."""
