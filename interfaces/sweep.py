@@ -164,11 +164,27 @@ def run_job(job: dict[str, Any], run_dir: str, cache_dir: str | None = None, thr
             registry=None, retry_failed: bool = False) -> dict[str, Any]:
     """Run one job (or find it finished, or failed as recorded). Never raises: failures come
     back as a record, and one its settings determine is recorded (interfaces/failures.py)."""
+    path = run_path(run_dir, job)
+    # Two sweeps on one folder (two compares, a compare beside a tune) must never write one run
+    # file together: the second waits for the first (saying so), then reads its result back.
+    with run_lock(path):
+        return _run_job(job, path, cache_dir, threads, registry, retry_failed)
+
+
+def run_lock(path: Path):
+    """The lock of one run file (in a '.locks' folder beside it, so that listings of run files
+    never see it), held while a job is read back or run."""
+    from .cache import locked
+
+    path = Path(path)
+    return locked(path.parent / ".locks" / path.name, f"run {path.name}")
+
+
+def _run_job(job, path: Path, cache_dir, threads, registry, retry_failed) -> dict[str, Any]:
     import torch
 
     from .harness import Experiment, run_experiment
 
-    path = run_path(run_dir, job)
     record = {"job": job, "file": str(path), "hash": job_hash(job)}
     code = job_code_version(job, registry)
     known, status, made_by = _read_back(job, path, code, retry_failed)

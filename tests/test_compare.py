@@ -280,6 +280,38 @@ def test_tables_option_keeps_only_the_named_tables_and_lists_them_otherwise():
         suites.build_jobs(args, suite, get_registry())
 
 
+def test_a_job_another_process_is_running_waits_for_it_and_is_then_read_back(tmp_path, capfd):
+    """Two sweeps on one folder never write one run file together: while another process holds
+    a job's run lock, run_job waits (saying so on stderr), then finds the file that process
+    wrote and reads it back instead of running the job again."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    (job,) = tiny_jobs(methods=("3dvar",), seeds=1)
+    path = sweep.run_path(tmp_path, job)
+    holder = textwrap.dedent(f"""
+        import json, sys, time
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parents[1])!r})
+        from interfaces import sweep
+        job = json.loads({json.dumps(json.dumps(job))})
+        with sweep.run_lock({str(path)!r}):
+            print("held", flush=True)
+            time.sleep(2)
+            sweep._run_job(job, __import__("pathlib").Path({str(path)!r}), None, 1, None, False)
+    """)
+    other = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "held"
+    t0 = time.perf_counter()
+    record = sweep.run_job(job, str(tmp_path))
+    waited = time.perf_counter() - t0
+    assert other.wait(timeout=120) == 0
+    assert record["status"] == "skipped" and waited > 1.5  # the other process's file, read back
+    assert "waiting for another process" in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.glob("*.nc")) == [path.name]  # the lock is not a run file
+
+
 def test_the_verdict_reads_each_pairs_interval_out():
     from interfaces.report import verdict_line
 
