@@ -429,7 +429,29 @@ def archive_root(args) -> Path:
     root = Path(args.archive_root).resolve()
     if not (root / "benchmarks").is_dir():
         raise SystemExit(f"rerun_full: --archive-root {args.archive_root} is not a da-harness checkout (no benchmarks/)")
+    unknown = newer_declarations(root)
+    if unknown:
+        raise SystemExit(f"rerun_full: --archive-root {args.archive_root} declares {len(unknown)} code equivalence(s) "
+                         f"this checkout does not know (e.g. {unknown[0]}): its runs of newer code would be taken "
+                         "for stale and run again; run the driver from a checkout at least as new")
     return root
+
+
+def newer_declarations(root: Path) -> list[str]:
+    """The equivalence declarations (old -> new code version) of the checkout ``root`` that this
+    checkout's record lacks: a driver older than the archive it syncs with. On 2026-12-06 a
+    driver at an older commit went on to a search a newer one had started and, not knowing the
+    newer record, ran its runs again beside it."""
+    import tomllib
+
+    def pairs(path: Path) -> set[str]:
+        if not path.exists():
+            return set()
+        entries = tomllib.loads(path.read_text()).get("equivalent", [])
+        return {f"{e.get('old')} -> {e.get('new')}" for e in entries}
+
+    record = Path("interfaces") / "code_equivalence.toml"
+    return sorted(pairs(root / record) - pairs(ROOT / record))
 
 
 def slim_tune_runs(run_dir: Path, log) -> None:

@@ -183,6 +183,27 @@ def test_archive_root_that_is_not_a_checkout_is_refused(rerun_full, tmp_path):
         rerun_full.archive_root(type("Args", (), {"archive_root": str(tmp_path / "nowhere")})())
 
 
+def test_a_driver_older_than_its_archive_root_is_refused(rerun_full, tmp_path, monkeypatch):
+    """A driver whose equivalence record lacks a declaration the archive root's has would take
+    the newer code's runs for stale and run them again (it happened on 2026-12-06): refused,
+    naming the declaration; a driver as new or newer than the archive root goes on."""
+    worktree, main = tmp_path / "worktree", tmp_path / "main"
+    for root in (worktree, main):
+        (root / "benchmarks").mkdir(parents=True)
+        (root / "interfaces").mkdir()
+    entry = '[[equivalent]]\nold = "{}"\nnew = "{}"\nwhy = "x"\n\n'
+    (worktree / "interfaces" / "code_equivalence.toml").write_text(entry.format("aaaa", "bbbb"))
+    (main / "interfaces" / "code_equivalence.toml").write_text(entry.format("aaaa", "bbbb") + entry.format("bbbb", "cccc"))
+    monkeypatch.setattr(rerun_full, "ROOT", worktree)
+    args = type("Args", (), {"archive_root": str(main)})()
+    with pytest.raises(SystemExit, match=r"declares 1 code equivalence\(s\) this checkout does not know "
+                                         r"\(e.g. bbbb -> cccc\)"):
+        rerun_full.archive_root(args)
+    (worktree / "interfaces" / "code_equivalence.toml").write_text(
+        entry.format("aaaa", "bbbb") + entry.format("bbbb", "cccc") + entry.format("cccc", "dddd"))
+    assert rerun_full.archive_root(args) == main.resolve()
+
+
 def test_a_latent_ensemble_searches_its_own_grid_with_the_one_member_choice_held(rerun_full, tmp_path):
     """ensemble_grids: the LO-SDA ensemble's RTPS is searched at its size once the one-member
     search has chosen, with that choice fixed; compare then gives the ensemble row both."""
