@@ -417,6 +417,15 @@ COST_AXES = (("seconds_per_cycle", "seconds per cycle (wall time)"),
              ("forecasts_per_cycle", "forecasts per cycle (member integrations)"))
 
 
+def _variant_text(row) -> str:
+    """What tells a row apart from its method's other rows, as its name says it ('members=20,
+    rtps=0.5' of 'losda (members=20, rtps=0.5)'); the raw settings for a row named otherwise."""
+    name, base = row["method"], row.get("variant_of", row["method"])
+    if name.startswith(base + " (") and name.endswith(")"):
+        return name[len(base) + 2:-1]
+    return ", ".join(f"{k}={v}" for k, v in row["variant"].items())
+
+
 def compare_cost(rows, out=None, title: str | None = None):
     """Accuracy for the compute spent: analysis RMSE (mean over seeds, 95 % interval as error
     bars) against seconds per cycle and, in a second panel, against forecasts per cycle, both on
@@ -440,7 +449,7 @@ def compare_cost(rows, out=None, title: str | None = None):
 
     lows, highs = [], []  # the drawn points' interval ends, for the shared RMSE axis
     for ax, (key, axis_label) in zip(axes, COST_AXES):
-        xs = []
+        xs, notes = [], []
         for i, method in enumerate(methods):
             points = sorted(((float(r[key]), r) for r in rows if r.get("variant_of", r["method"]) == method
                              and finite(r.get(key)) and r[key] > 0 and finite(r.get("analysis_rmse"))),
@@ -457,12 +466,19 @@ def compare_cost(rows, out=None, title: str | None = None):
             highs += [(yi, yi + e) for yi, e in zip(y, err)]
             for xi, yi, (_, r) in zip(x, y, points):
                 if r.get("variant"):
-                    text = ", ".join(f"{k}={v}" for k, v in r["variant"].items())
-                    ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=7, color=f"C{i}")
+                    note = ax.annotate(_variant_text(r), (xi, yi), xytext=(4, 4), textcoords="offset points",
+                                       fontsize=7, color=f"C{i}")
+                    note.set_in_layout(False)  # a long label must not squeeze the panels
+                    notes.append((note, xi))
         ax.set_xscale("log")
         ax.set_yscale("log")
         if xs:  # explicit, so that one cost for every row (all deterministic) is not an empty range
             ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+            low, high = np.log(ax.get_xlim())
+            for note, xi in notes:  # right of the point, or left of it in the panel's right part
+                if (np.log(xi) - low) / (high - low) > 0.6:
+                    note.set_horizontalalignment("right")
+                    note.xyann = (-4, 4)
         ax.xaxis.set_major_formatter(plain)  # 0.002 s, not 2 x 10^-3
         # Minor labels (2, 3, 5 within a decade) only when the axis spans few decades: over many
         # they crowd into one another.

@@ -180,6 +180,14 @@ def test_cost_figure_has_one_point_per_row_and_a_series_per_method(tmp_path):
     # Each variant point is labelled with the settings that tell it apart.
     texts = {t.get_text() for t in seconds_ax.texts}
     assert {"members=6", "members=10", "members=20", "steps=5", "steps=20"} <= texts
+    # Labels never squeeze the panels, and one in a panel's right part sits left of its point.
+    assert not any(t.get_in_layout() for t in seconds_ax.texts)
+    right = [t for t in seconds_ax.texts if t.get_text() == "steps=20"][0]  # dps at 2.4 s, the costliest
+    assert right.get_horizontalalignment() == "right"
+    # The label is the row's own name's settings: unset ones left out, as in the table.
+    row = {"method": "losda (members=20, rtps=0.5)", "variant_of": "losda",
+           "variant": {"members": 20, "rtps": 0.5, "train_data": None}}
+    assert plots._variant_text(row) == "members=20, rtps=0.5"
 
 
 def test_cost_figure_leaves_out_rows_without_a_cost():
