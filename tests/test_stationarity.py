@@ -198,11 +198,11 @@ def test_a_starred_method_pairs_every_one_of_its_rows():
     starred = parse_pairs("losda*:letkf", {"losda", "letkf"})
     (table,) = aggregate.aggregate(records, starred, protocol)
     pairs = {(p["a"], p["b"]): p for p in table["pairs"]}
-    assert set(pairs) == {("losda (train_data=default)", "letkf (members=20)"),
+    assert set(pairs) == {("losda", "letkf (members=20)"),
                           ("losda (train_data=truth)", "letkf (members=20)")}
     assert pairs[("losda (train_data=truth)", "letkf (members=20)")]["analysis_rmse_diff"] == pytest.approx(-0.3)
     assert all("p_holm" in p for p in table["pairs"])  # one family of two
     (plain,) = aggregate.aggregate(records, parse_pairs("losda:letkf", None), protocol)
-    assert [(p["a"], p["b"]) for p in plain["pairs"]] == [("losda (train_data=default)", "letkf (members=20)")]
+    assert [(p["a"], p["b"]) for p in plain["pairs"]] == [("losda", "letkf (members=20)")]
     with pytest.raises(UsageError, match="not compared"):
         parse_pairs("enkf*:letkf", {"losda", "letkf"})
