@@ -19,7 +19,7 @@ from typing import Any
 
 from . import failures
 from .grouping import group_name
-from .sweep import attrs_state, job_code_version, job_hash, read_run, run_path
+from .sweep import attrs_state, is_running, job_code_version, job_hash, read_run, run_path
 
 
 #: How format_plan marks an estimate not taken from the row's finished scoring runs.
@@ -30,7 +30,8 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
     """One entry per (table, row) of ``records`` ({"job", "row"} each, rows labelled as the
     tables will label them), in the order the jobs come: seeds done, partial runs with their
     cycle, seeds failed as recorded by an earlier run (finished: a rerun reads the failure back),
-    seeds to run (missing, or made by other code: 'stale'), and an estimate of the
+    seeds to run (missing, or made by other code: 'stale'), the seeds a sweep is running now
+    (``running``: their run lock is held, by this or another process), and an estimate of the
     seconds still to spend: from the row's finished runs, else from its part-way runs' recorded
     cycles, else from ``tuning_cost`` ({job hash: seconds per cycle of its tuning runs};
     ``estimated_from`` says which), else None."""
@@ -40,7 +41,7 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
         job = r["job"]
         key = (group_name(job), r["row"])
         row = rows.setdefault(key, {"table": key[0], "row": key[1], "seeds": 0, "done": [], "failed": [], "partial": {},
-                                    "to_run": [], "stale": [], "seconds_per_cycle": [], "partial_seconds": [],
+                                    "to_run": [], "stale": [], "running": [], "seconds_per_cycle": [], "partial_seconds": [],
                                     "cycles": job["cycles"],
                                     "cycles_owed": 0, "tuning_cost": tuning_cost.get(job_hash(job))})
         row["seeds"] += 1
@@ -57,6 +58,8 @@ def plan_rows(records: list[dict], run_dir, registry=None, tuning_cost: dict[str
         if failures.read(path, code):
             row["failed"].append(seed)
             continue
+        if is_running(path):
+            row["running"].append(seed)
         if status == "partial":
             done = int(attrs.get("completed_cycles", 0))
             row["partial"][seed] = done
@@ -103,7 +106,9 @@ def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
         if row["table"] != table:
             table = row["table"]
             lines += ["", f"{table}:", f"  {'done':>7}  {'to run':>6}  {'seconds left':>13}  {'part-way (seed: cycle)':<22}  row"]
-        partial = ", ".join(f"{s}: {c}/{row['cycles']}" for s, c in row["partial"].items()) or "-"
+        partial = ", ".join([f"{s}: {c}/{row['cycles']}" + (" running" if s in row["running"] else "")
+                             for s, c in row["partial"].items()]
+                            + [f"{s}: running" for s in row["running"] if s not in row["partial"]]) or "-"
         left = row["seconds_left"]
         left_text = "-" if left == 0 else ("unknown" if left is None else f"~{left:,.0f}"
                                             + MARKS.get(row["estimated_from"], " "))
@@ -117,7 +122,8 @@ def format_plan(rows: list[dict[str, Any]], run_dir) -> str:
     total = sum(r["seeds"] for r in rows)
     known = sum(r["seconds_left"] or 0.0 for r in rows)
     unknown = sum(r["seconds_left"] is None for r in rows)
-    lines += ["", f"{done} of {total} runs done; about {known:,.0f} seconds of runs left in the rows with an estimate"
+    running = sum(len(r.get("running", [])) for r in rows)
+    lines += ["", f"{done} of {total} runs done{f' ({running} running now)' if running else ''}; about {known:,.0f} seconds of runs left in the rows with an estimate"
               + (f", and {unknown} row(s) with none ('unknown')" if unknown else "")
               + "; seconds per cycle as the row's finished runs measured them (+ as its part-way runs have so "
                 "far, * as its tuning runs did, none having finished), one worker each: divide by --workers "

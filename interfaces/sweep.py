@@ -180,6 +180,25 @@ def run_lock(path: Path):
     return locked(path.parent / ".locks" / path.name, f"run {path.name}")
 
 
+def is_running(path: Path) -> bool:
+    """Whether a process holds the run lock of ``path`` now (a sweep is running that job). Tested
+    by taking the lock without waiting and giving it back at once; a run file that was never
+    locked (no lock file) is not running."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock_file = path.parent / ".locks" / (path.name + ".lock")
+    if not lock_file.exists():
+        return False
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def _run_job(job, path: Path, cache_dir, threads, registry, retry_failed) -> dict[str, Any]:
     import torch
 

@@ -132,3 +132,38 @@ def test_finished_names_the_rows_with_no_finished_seed(half_done, cli):
 def test_plan_and_finished_together_are_refused(half_done, cli):
     code, _, err = cli("compare", *ARGS, "--seeds", "0,1", "--out", str(half_done), "--plan", "--finished")
     assert code != 0 and "--plan and --finished" in err
+
+
+def test_the_plan_says_which_seeds_a_sweep_is_running_now(half_done, cli):
+    """A job whose run lock another process holds is being run: the plan says so beside its
+    part-way cycle (seed 2), or alone for one not started yet (seed 4), and counts them."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    runs = half_done / "runs"
+    held = [str(sweep.run_path(runs, j)) for j in jobs_for("2,4") if j["method"] == "free"]
+    holder = textwrap.dedent(f"""
+        import contextlib, sys, time
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from interfaces import sweep
+        with contextlib.ExitStack() as stack:
+            for path in {held!r}:
+                stack.enter_context(sweep.run_lock(path))
+            print("held", flush=True)
+            sys.stdin.readline()
+    """)
+    other = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        code, out, _ = cli("compare", *ARGS, "--seeds", "0,1,2,3,4", "--out", str(half_done), "--plan", "--json")
+        rows = {r["row"]: r for r in json.loads(out)["rows"]}
+        assert code == 0 and rows["free"]["running"] == [2, 4] and rows["3dvar"]["running"] == []
+        code, out, _ = cli("compare", *ARGS, "--seeds", "0,1,2,3,4", "--out", str(half_done), "--plan")
+        free = next(line for line in out.splitlines() if "free" in line and "/5" in line)
+        assert "2: 5/12 running, 4: running" in free and "(2 running now)" in out
+    finally:
+        other.communicate("\n", timeout=30)
+    code, out, _ = cli("compare", *ARGS, "--seeds", "0,1,2,3,4", "--out", str(half_done), "--plan")
+    assert "running" not in out  # the locks given back: nothing runs
