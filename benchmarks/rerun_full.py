@@ -442,16 +442,13 @@ def newer_declarations(root: Path) -> list[str]:
     checkout's record lacks: a driver older than the archive it syncs with. On 2026-12-06 a
     driver at an older commit went on to a search a newer one had started and, not knowing the
     newer record, ran its runs again beside it."""
-    import tomllib
+    sys.path.insert(0, str(ROOT))
+    from interfaces.equivalence import RECORD, declarations
 
-    def pairs(path: Path) -> set[str]:
-        if not path.exists():
-            return set()
-        entries = tomllib.loads(path.read_text()).get("equivalent", [])
-        return {f"{e.get('old')} -> {e.get('new')}" for e in entries}
+    def pairs(checkout: Path) -> set[str]:
+        return {f"{e['old']} -> {e['new']}" for e in declarations(checkout / "interfaces" / RECORD.name)}
 
-    record = Path("interfaces") / "code_equivalence.toml"
-    return sorted(pairs(root / record) - pairs(ROOT / record))
+    return sorted(pairs(root) - pairs(ROOT))
 
 
 def slim_tune_runs(run_dir: Path, log) -> None:

@@ -222,10 +222,10 @@ def _separation(p: dict, m: int = 1) -> tuple[str, str] | str:
 
 
 def _holm_only(p: dict, m: int) -> bool:
-    """A pair the Holm test separates whose Bonferroni-level interval still includes 0."""
+    """Of a pair the Holm test separates (``_separation`` gave a tuple): whether its
+    Bonferroni-level interval still includes 0."""
     half = p.get("analysis_rmse_diff_ci95")
-    return (m > 1 and isinstance(_separation(p, m), tuple) and half is not None and math.isfinite(half)
-            and abs(p["analysis_rmse_diff"]) <= half)
+    return m > 1 and half is not None and math.isfinite(half) and abs(p["analysis_rmse_diff"]) <= half
 
 
 def _reading(p: dict, m: int = 1) -> str:

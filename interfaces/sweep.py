@@ -171,13 +171,18 @@ def run_job(job: dict[str, Any], run_dir: str, cache_dir: str | None = None, thr
         return _run_job(job, path, cache_dir, threads, registry, retry_failed)
 
 
+def _lock_entry(path: Path) -> Path:
+    """Where a run file's lock lives: a '.locks' folder beside it, so that listings of run
+    files never see it."""
+    path = Path(path)
+    return path.parent / ".locks" / path.name
+
+
 def run_lock(path: Path):
-    """The lock of one run file (in a '.locks' folder beside it, so that listings of run files
-    never see it), held while a job is read back or run."""
+    """The lock of one run file, held while a job is read back or run."""
     from .cache import locked
 
-    path = Path(path)
-    return locked(path.parent / ".locks" / path.name, f"run {path.name}")
+    return locked(_lock_entry(path), f"run {Path(path).name}")
 
 
 def is_running(path: Path) -> bool:
@@ -186,11 +191,11 @@ def is_running(path: Path) -> bool:
     locked (no lock file) is not running."""
     from filelock import FileLock, Timeout
 
-    path = Path(path)
-    lock_file = path.parent / ".locks" / (path.name + ".lock")
-    if not lock_file.exists():
+    entry = _lock_entry(path)
+    held = entry.with_name(entry.name + ".lock")  # where cache.locked keeps an entry's lock
+    if not held.exists():
         return False
-    lock = FileLock(str(lock_file))
+    lock = FileLock(str(held))
     try:
         lock.acquire(timeout=0)
     except Timeout:

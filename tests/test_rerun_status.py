@@ -191,7 +191,8 @@ def test_a_driver_older_than_its_archive_root_is_refused(rerun_full, tmp_path, m
     for root in (worktree, main):
         (root / "benchmarks").mkdir(parents=True)
         (root / "interfaces").mkdir()
-    entry = '[[equivalent]]\nold = "{}"\nnew = "{}"\nwhy = "x"\n\n'
+    entry = ('[[equivalent]]\nold = "{}"\nnew = "{}"\nwhy = "x"\ncommits = "a..b"\n'
+             'verified = [{{ file = "r.nc", cycles = 1 }}]\n\n')
     (worktree / "interfaces" / "code_equivalence.toml").write_text(entry.format("aaaa", "bbbb"))
     (main / "interfaces" / "code_equivalence.toml").write_text(entry.format("aaaa", "bbbb") + entry.format("bbbb", "cccc"))
     monkeypatch.setattr(rerun_full, "ROOT", worktree)
@@ -201,6 +202,7 @@ def test_a_driver_older_than_its_archive_root_is_refused(rerun_full, tmp_path, m
         rerun_full.archive_root(args)
     (worktree / "interfaces" / "code_equivalence.toml").write_text(
         entry.format("aaaa", "bbbb") + entry.format("bbbb", "cccc") + entry.format("cccc", "dddd"))
+    __import__("interfaces.equivalence", fromlist=["clear_cache"]).clear_cache()  # records are read once
     assert rerun_full.archive_root(args) == main.resolve()
 
 
