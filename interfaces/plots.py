@@ -28,6 +28,22 @@ ROLES = ("truth", "background", "analysis")
 #: their errors are ten to a hundred times a DA method's and would leave every DA panel blank.
 REFERENCE_METHODS = ("free", "climatology")
 LAT_LABEL, LON_LABEL = "latitude (°N)", "longitude (°E)"
+#: Colours after matplotlib's ten defaults, of hues those ten lack, so that rows past the tenth are
+#: not drawn in the first rows' colours (the imperfect-physics table has eleven rows, and 'C10' is
+#: 'C0' again: its free run and latent 3D-Var were drawn alike).
+EXTRA_COLOURS = ("navy", "darkgoldenrod", "lime", "magenta", "teal", "maroon")
+
+
+def line_colour(i: int):
+    """The colour of a plot's i-th row: 'C0'-'C9', then EXTRA_COLOURS, then hues spread by the
+    golden ratio around the colour wheel (distinct from each other, if not from the first 16)."""
+    if i < 10:
+        return f"C{i}"
+    if i - 10 < len(EXTRA_COLOURS):
+        return EXTRA_COLOURS[i - 10]
+    from matplotlib.colors import hsv_to_rgb
+
+    return tuple(hsv_to_rgb(((i * 0.618034) % 1.0, 0.85, 0.75)))
 
 
 def _figure(**kwargs):
@@ -133,11 +149,11 @@ def rmse_vs_cycle(runs, variable: str | None = None, out=None, background: bool 
         if name not in ds:
             raise UsageError(f"run '{label}' has no '{name}'")
         cycles = np.asarray(ds["cycle"].values) if "cycle" in ds else np.arange(ds.sizes["time"])
-        ax.plot(cycles, ds[name].values, color=f"C{i}", label=f"{label} analysis")
+        ax.plot(cycles, ds[name].values, color=line_colour(i), label=f"{label} analysis")
         units = ds[name].attrs.get("units", units)
         bname = name.replace("analysis", "background")
         if background and bname in ds:
-            ax.plot(cycles, ds[bname].values, color=f"C{i}", ls="--", lw=0.8, label=f"{label} background")
+            ax.plot(cycles, ds[bname].values, color=line_colour(i), ls="--", lw=0.8, label=f"{label} background")
     ax.set_xlabel("cycle")
     ax.set_ylabel(f"RMSE ({units})" if units and units != "1" else "RMSE / climatological std")
     ax.set_yscale("log")
@@ -241,12 +257,12 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
         bname = name.replace("analysis", "background", 1)
         for i, (method, datasets) in enumerate(loaded.items()):
             cycles, values = _stack(datasets, name)
-            ax.plot(cycles, values.mean(0), color=f"C{i}", lw=1.4)
+            ax.plot(cycles, values.mean(0), color=line_colour(i), lw=1.4)
             if values.shape[0] > 1:
-                ax.fill_between(cycles, values.min(0), values.max(0), color=f"C{i}", alpha=0.18, lw=0)
+                ax.fill_between(cycles, values.min(0), values.max(0), color=line_colour(i), alpha=0.18, lw=0)
                 any_band = True
             if all(bname in d for d in datasets):
-                ax.plot(cycles, _stack(datasets, bname)[1].mean(0), color=f"C{i}", ls="--", lw=0.9)
+                ax.plot(cycles, _stack(datasets, bname)[1].mean(0), color=line_colour(i), ls="--", lw=0.9)
         level = obs_error_level(first, variable)
         if level is not None:
             ax.axhline(level, color="k", ls=":", lw=1.2)
@@ -261,7 +277,7 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
         ax.set_title("overall" if variable is None and panels[1:] else (variable or ""), fontsize=10)
 
     seed_text = "/".join(map(str, seeds)) + " seed" + ("s" if seeds != [1] else "")
-    handles = [Line2D([], [], color=f"C{i}", lw=2, label=m) for i, m in enumerate(loaded)]
+    handles = [Line2D([], [], color=line_colour(i), lw=2, label=m) for i, m in enumerate(loaded)]
     handles += [Line2D([], [], color="0.3", lw=1.4, label=f"analysis (mean over {seed_text})"),
                 Line2D([], [], color="0.3", ls="--", lw=0.9, label="background (mean)")]
     if any_band:
@@ -459,7 +475,7 @@ def compare_cost(rows, out=None, title: str | None = None):
             x = [p[0] for p in points]
             y = [p[1]["analysis_rmse"] for p in points]
             err = [p[1].get("analysis_rmse_ci95") if finite(p[1].get("analysis_rmse_ci95")) else 0.0 for p in points]
-            bars = ax.errorbar(x, y, yerr=err, fmt="o-", color=f"C{i}", ms=5, lw=1.2, capsize=3, label=method)
+            bars = ax.errorbar(x, y, yerr=err, fmt="o-", color=line_colour(i), ms=5, lw=1.2, capsize=3, label=method)
             bars.lines[0].set_gid(method)  # the data line, found by method in tests and tools
             xs += x
             lows += [(yi, yi - e) for yi, e in zip(y, err)]
@@ -467,7 +483,7 @@ def compare_cost(rows, out=None, title: str | None = None):
             for xi, yi, (_, r) in zip(x, y, points):
                 if r.get("variant"):
                     note = ax.annotate(_variant_text(r), (xi, yi), xytext=(4, 4), textcoords="offset points",
-                                       fontsize=7, color=f"C{i}")
+                                       fontsize=7, color=line_colour(i))
                     note.set_in_layout(False)  # a long label must not squeeze the panels
                     notes.append((note, xi))
         ax.set_xscale("log")

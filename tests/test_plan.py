@@ -129,6 +129,16 @@ def test_finished_names_the_rows_with_no_finished_seed(half_done, cli):
     assert "| free | 1 | 2 |" in out  # a row with all its seeds in reads as a final row
 
 
+def test_finished_says_when_nothing_is_owed_that_plain_compare_is_final(half_done, cli):
+    code, _, _ = cli("compare", *ARGS, "--seeds", "0,1", "--out", str(half_done), "--finished")
+    assert code == 0
+    text = (half_done / "interim" / "results.md").read_text()
+    assert "4 of 4 runs finished" in text and "without --finished writes the final tables" in text
+    code, _, _ = cli("compare", *ARGS, "--seeds", "0,1,4", "--out", str(half_done), "--finished")
+    assert code == 0
+    assert "without --finished" not in (half_done / "interim" / "results.md").read_text()  # seed 4 is owed
+
+
 def test_plan_and_finished_together_are_refused(half_done, cli):
     code, _, err = cli("compare", *ARGS, "--seeds", "0,1", "--out", str(half_done), "--plan", "--finished")
     assert code != 0 and "--plan and --finished" in err

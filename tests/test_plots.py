@@ -140,6 +140,22 @@ def test_rmse_plot_mean_band_background_obs_level_burn_in_and_legend_outside():
     assert {"free", "letkf", "min-max over seeds", "observation-error std"} <= {t.get_text() for t in legend.get_texts()}
 
 
+def test_rmse_plot_draws_every_row_of_a_long_table_in_its_own_colour():
+    # Eleven rows (the imperfect-physics table): matplotlib's default cycle would draw the
+    # eleventh in the first row's colour.
+    from matplotlib.colors import to_rgb
+
+    runs = {f"method{i}": [sphere_run(10.0 + i, 0)] for i in range(18)}
+    fig = plots.compare_rmse(runs)
+    (legend,) = fig.legends
+    drawn = {t.get_text(): to_rgb(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)
+             if t.get_text().startswith("method")}
+    assert len(drawn) == 18 and len(set(drawn.values())) == 18
+    overall = next(ax for ax in fig.axes if ax.get_title() == "overall")
+    solid = {to_rgb(line.get_color()) for line in overall.lines if line.get_linestyle() == "-"}
+    assert solid == set(drawn.values())
+
+
 def test_no_obs_level_for_nonlinear_observations_and_one_variable_level_in_state_units():
     fig = plots.compare_rmse({"3dvar": [sphere_run(40.0, 0, obs="arctan+random:0.05")]})
     assert not [line for ax in fig.axes for line in ax.lines if line.get_linestyle() == ":"]
