@@ -52,6 +52,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the project's modules, imported where needed (the driver itself runs from anywhere)
 
 #: Per model family and method: the ensemble size tuned at and the grids (first value = today's).
 GRIDS = {
@@ -99,7 +100,6 @@ UNTUNED = {"free", "climatology"}  # nothing to tune
 def tables(suite_name: str, selected: str | None, obs_only: str | None):
     """Each table of the suite as (name, obs, imperfect-model settings, block with the suite's
     defaults merged in, suite), the name as compare gives it."""
-    sys.path.insert(0, str(ROOT))
     from interfaces.suites import _selected, suite_tables
 
     suite = tomllib.loads((ROOT / "benchmarks" / "suites" / f"{suite_name}.toml").read_text())
@@ -442,7 +442,6 @@ def newer_declarations(root: Path) -> list[str]:
     checkout's record lacks: a driver older than the archive it syncs with. On 2026-12-06 a
     driver at an older commit went on to a search a newer one had started and, not knowing the
     newer record, ran its runs again beside it."""
-    sys.path.insert(0, str(ROOT))
     from interfaces.equivalence import RECORD, declarations
 
     def pairs(checkout: Path) -> set[str]:

@@ -4,7 +4,7 @@ copies (and the local tune runs) or from its tuned entry, without running anythi
 import pytest
 import xarray as xr
 
-from interfaces import archive, sweep
+from interfaces import archive, equivalence, sweep
 from interfaces.registry import get_registry
 
 from conftest import load_benchmark
@@ -202,7 +202,7 @@ def test_a_driver_older_than_its_archive_root_is_refused(rerun_full, tmp_path, m
         rerun_full.archive_root(args)
     (worktree / "interfaces" / "code_equivalence.toml").write_text(
         entry.format("aaaa", "bbbb") + entry.format("bbbb", "cccc") + entry.format("cccc", "dddd"))
-    __import__("interfaces.equivalence", fromlist=["clear_cache"]).clear_cache()  # records are read once
+    equivalence.clear_cache()  # records are read once
     assert rerun_full.archive_root(args) == main.resolve()
 
 
