@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from . import statistics
+from . import seed_scores, statistics
 from .errors import UsageError
 from .grouping import group_key, group_name
 from .statistics import t_interval
@@ -79,6 +79,7 @@ def aggregate(records: list[dict], pairs=(), protocol: dict | None = None, relab
                 row[c] = mean
                 row[f"{c}_ci95"] = half
             row.update(steady_state([r for r in mine if r["status"] != "failed"]))
+            row["per_seed"] = seed_scores.of_records(mine, seed_scores.kept_columns(cols))
             rows.append(row)
         paired, matched = [], []
         if "analysis_rmse" in cols:

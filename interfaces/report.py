@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import seed_scores
 from .archive import has_fields
 from .grouping import group_name
 from .provenance import code_commit
@@ -349,7 +350,8 @@ def markdown_document(tables: list[dict], failed: list[dict], head: dict, cross_
              "slope error corrected for AR(1) autocorrelation; the seeds' p-values pooled by Fisher's method; 5 % "
              "level), with the seeds flagged one by one. ± time (AR1): the 95 % half-width of RMSE a that the finite "
              "scored windows alone explain (each run's time mean with an AR(1)-inflated standard error, as in DAPPER, "
-             "the AR(1) fit pooled over the row's seeds).", ""]
+             "the AR(1) fit pooled over the row's seeds). Each seed's own scores, to pair or check seed by seed, "
+             "are in the table's -seeds.csv, its .nc (the *_by_seed variables) and the grid at the end of its .md.", ""]
     overview = pairs_overview(tables)
     if overview:
         parts += [overview, ""]
@@ -412,7 +414,11 @@ def write_netcdf(table: dict, path: Path, head: dict) -> None:
              "best_method": next((r["best"] for r in rows if "best" in r), ""),
              "burn_in": table["burn_in"] if table["burn_in"] is not None else -1,
              **{k: str(v) for k, v in head.items()}}
-    ds = xr.Dataset(data, coords={"method": ("method", np.array([r["method"] for r in rows], dtype=object))}, attrs=attrs)
+    seeds, by_seed = seed_scores.netcdf_variables(table)
+    data.update(by_seed)
+    coords = {"method": ("method", np.array([r["method"] for r in rows], dtype=object)),
+              "seed": ("seed", np.array(seeds, dtype=np.int64), {"long_name": "scored seed"})}
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
     write_atomic(ds, path)
 
 
@@ -424,10 +430,12 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
         pairs = f"\n{paired_lines(t)}\n" if t.get("pairs") else ""
         pairs += f"\n{equal_cost_lines(t)}\n" if t.get("equal_cost_pairs") else ""
         notes = f"\n{table_notes(t)}\n" if table_notes(t) else ""
-        (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n{pairs}{notes}")
+        grid = f"\n{seed_scores.markdown(t)}\n" if seed_scores.markdown(t) else ""
+        (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n{pairs}{notes}{grid}")
         write_csv(t, csv_path := Path(f"{stem}.csv"))
+        seed_scores.write_csv(t, seeds_csv := Path(f"{stem}-seeds.csv"))
         write_netcdf(t, nc := Path(f"{stem}.nc"), head)
-        files += [md, csv_path, nc]
+        files += [md, csv_path, seeds_csv, nc]
         if plots:
             runs = seed_runs(t, records)
             if runs:
