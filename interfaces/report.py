@@ -430,7 +430,7 @@ def write_all(tables: list[dict], records: list[dict], out: Path, head: dict, pl
         pairs = f"\n{paired_lines(t)}\n" if t.get("pairs") else ""
         pairs += f"\n{equal_cost_lines(t)}\n" if t.get("equal_cost_pairs") else ""
         notes = f"\n{table_notes(t)}\n" if table_notes(t) else ""
-        grid = f"\n{seed_scores.markdown(t)}\n" if seed_scores.markdown(t) else ""
+        grid = f"\n{by_seed}\n" if (by_seed := seed_scores.markdown(t)) else ""
         (md := Path(f"{stem}.md")).write_text(f"## {table_title(t)}\n\n{markdown_table(t)}\n{pairs}{notes}{grid}")
         write_csv(t, csv_path := Path(f"{stem}.csv"))
         seed_scores.write_csv(t, seeds_csv := Path(f"{stem}-seeds.csv"))

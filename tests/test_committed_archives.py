@@ -6,12 +6,12 @@ were committed in a table but not in its archive; a fresh clone would have spent
 on them."""
 
 import json
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
 from interfaces import suites, sweep
+from interfaces.cli import build_parser
 from interfaces.registry import get_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,9 +24,9 @@ ARCHIVED = [("regimes", "benchmarks/results/regimes", "sw"),
 
 
 def table_jobs(suite_name: str, family: str, names: list[str]) -> list[dict]:
-    args = Namespace(options=[], methods=None, model=family, obs=None, obs_std=None, seeds=None, cycles=None,
-                     burn_in=None, members=None, truth_options=[], model_error=None,
-                     tables=",".join(f"{n}$" for n in names))
+    """The jobs `compare --suite S --model F --tables 'N$,...'` would run, from the CLI's own parser."""
+    args = build_parser().parse_args(["compare", "--suite", suite_name, "--model", family,
+                                      "--tables", ",".join(f"{n}$" for n in names)])
     return suites.build_jobs(args, suites.load_suite(suite_name), get_registry())
 
 
