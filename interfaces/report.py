@@ -390,8 +390,7 @@ def write_csv(table: dict, path: Path) -> None:
         writer.writeheader()
         for row in table["rows"]:
             writer.writerow({"model": table["model"], "obs": table["obs"],
-                             **{k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
-                                for k, v in row.items() if k in fields}})
+                             **{k: seed_scores.csv_cell(v) for k, v in row.items() if k in fields}})
 
 
 def write_netcdf(table: dict, path: Path, head: dict) -> None:

@@ -46,6 +46,12 @@ def seeds(table: dict) -> list[int]:
     return sorted({e["seed"] for row in table["rows"] for e in row.get("per_seed", ())})
 
 
+def csv_cell(value: Any) -> Any:
+    """A value as the tables' CSV files write it: an empty cell for a missing (NaN) or infinite
+    float, so that spreadsheets and pandas read a gap rather than the string 'nan'."""
+    return "" if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def write_csv(table: dict, path: Path) -> None:
     """One line per (row, seed): the table's model and obs, the row, the seed and its scores."""
     columns = kept_columns(table["columns"])
@@ -56,8 +62,7 @@ def write_csv(table: dict, path: Path) -> None:
         for row in table["rows"]:
             for e in row.get("per_seed", ()):
                 writer.writerow({"model": table["model"], "obs": table["obs"], "method": row["method"],
-                                 **{k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
-                                    for k, v in e.items() if k in fields}})
+                                 **{k: csv_cell(v) for k, v in e.items() if k in fields}})
 
 
 def netcdf_variables(table: dict) -> tuple[list[int], dict]:

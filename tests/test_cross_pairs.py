@@ -75,11 +75,10 @@ def test_cross_pairs_are_checked_before_anything_runs():
 
 
 def test_the_regimes_suite_pairs_its_two_imperfect_tables():
-    from argparse import Namespace
+    from interfaces.cli import build_parser
 
     suite = suites.load_suite("regimes")
-    args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
-                     burn_in=None, members=None, truth_options=[], model_error=None)
+    args = build_parser().parse_args(["compare", "--suite", "regimes"])  # the CLI's own defaults
     crossed = suites.cross_pairs(suite, suites.build_jobs(args, suite, get_registry()))
     assert len(crossed) == 3
     assert all("truth" in p["a"]["table"] and "truth" in p["b"]["table"] for p in crossed)

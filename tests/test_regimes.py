@@ -207,11 +207,10 @@ def test_sw_arctan_letkf_beats_the_free_run_and_records_the_transform():
 
 
 def test_regimes_suite_builds_its_six_tables():
-    from argparse import Namespace
+    from interfaces.cli import build_parser
 
     suite = suites.load_suite("regimes")
-    args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
-                     burn_in=None, members=None, truth_options=[], model_error=None)
+    args = build_parser().parse_args(["compare", "--suite", "regimes"])  # the CLI's own defaults
     protocol = {}
     jobs = suites.build_jobs(args, suite, get_registry(), protocol)
     assert len(protocol) == 6 and all(len(p["scored_seeds"]) >= 10 for p in protocol.values())

@@ -9,6 +9,7 @@ from argparse import Namespace
 import pytest
 
 from interfaces import suites, tuned
+from interfaces.cli import build_parser
 from interfaces.registry import get_registry
 
 TUNE = ["tune", "--method", "3dvar", "--set", "b_source=climatology", "--obs", "every:2",
@@ -150,9 +151,9 @@ def test_tune_refuses_the_suites_scoring_seeds(tmp_path, cli):
 
 def test_compare_applies_the_tuned_options_and_reports_them(tmp_path, tuned_file, cli):
     (entry,) = tuned.read(tuned_file)
-    suite = suites.load_suite(str(_suite(tmp_path, tuned_file)))
-    args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
-                     burn_in=None, members=None)
+    suite_path = str(_suite(tmp_path, tuned_file))
+    suite = suites.load_suite(suite_path)
+    args = build_parser().parse_args(["compare", "--suite", suite_path])
     protocol: dict = {}
     jobs = suites.build_jobs(args, suite, get_registry(), protocol)
     scales = {j["method_options"].get("scale") for j in jobs if j["method"] == "3dvar"}
@@ -414,8 +415,7 @@ methods = ["letkf"]
 members = {{ letkf = 20 }}
 variants = {{ letkf = [{{ members = 6 }}] }}
 """)
-    args = Namespace(options=[], methods=None, model=None, obs=None, obs_std=None, seeds=None, cycles=None,
-                     burn_in=None, members=None)
+    args = build_parser().parse_args(["compare", "--suite", str(suite_file)])
 
     def inflation_by_size():
         jobs = suites.build_jobs(args, suites.load_suite(str(suite_file)), get_registry())
