@@ -10,7 +10,7 @@ from interfaces.assimilator import Context
 from interfaces.errors import UsageError
 from interfaces.harness import Experiment, run_experiment
 from interfaces.models.lorenz96 import Lorenz96
-from interfaces.observations import Observations, SparseLinearOperator
+from interfaces.observations import ArctanOperator, Observations, SparseLinearOperator
 from interfaces.registry import get_registry
 from interfaces.testing import check_assimilator
 
@@ -108,3 +108,44 @@ def test_closed_form_likelihood_score_matches_autograd():
     assert closed.shape == (members, n)
     assert torch.allclose(closed, traced, rtol=1e-12, atol=1e-12)
     assert closed.abs().max() > 0.1  # not a vacuous comparison of zeros
+
+
+class _WholeState(SparseLinearOperator):
+    """The same operator under another type: EnSF then takes the whole-state path."""
+
+
+class _WholeStateArctan(ArctanOperator):
+    """Likewise for arctan observations."""
+
+
+@pytest.mark.parametrize("kind", ["selection", "interpolation", "arctan"])
+@pytest.mark.parametrize("options", [{}, {"prior": "mixture", "batch": 5, "rtps": 0.5}])
+def test_support_path_is_bit_identical_to_the_whole_state_path(kind, options):
+    """The analysis works on the observed values only (baselines/ensf.py, _on_support); it must
+    give the very bits of the whole-state arithmetic, or archived runs would no longer reproduce."""
+    gen = torch.Generator().manual_seed(11)
+    n, members, n_obs = 40, 12, 9
+    k = 2 if kind == "interpolation" else 1
+    # Interpolation shares state values between observations (index_add sums them in order).
+    index = torch.randint(0, n, (n_obs, k), generator=gen) if k > 1 else torch.randperm(n, generator=gen)[:n_obs]
+    weight = torch.rand(n_obs, k, generator=gen, dtype=torch.float64) if k > 1 else torch.ones(n_obs)
+    args = ((n,), index, weight, 0.2 + torch.rand(n_obs, generator=gen, dtype=torch.float64),
+            torch.zeros(n_obs, 1), torch.zeros(n_obs, dtype=torch.long), kind)
+    fast, whole = SparseLinearOperator(*args), _WholeState(*args)
+    if kind == "arctan":
+        centre, spread = torch.zeros(n_obs, dtype=torch.float64), torch.full((n_obs,), 2.0, dtype=torch.float64)
+        fast = ArctanOperator(fast, centre, spread, torch.full((n_obs,), 0.05, dtype=torch.float64), kind)
+        whole = _WholeStateArctan(whole, centre, spread, fast.std, kind)
+    background = 3.0 + 2.0 * torch.randn(members, n, generator=gen, dtype=torch.float64)
+    y = fast.apply(torch.randn(1, n, generator=gen, dtype=torch.float64) * 2.0)[0]
+    climatology = 2.0 * torch.randn(500, n, generator=gen, dtype=torch.float64)
+
+    def analyse(op):
+        method = EnSF(steps=60, likelihood_weight=2.0, **options)
+        method.prepare(Context(model=Lorenz96(size=n), operator=op, climatology=climatology, members=members,
+                               generator=torch.Generator().manual_seed(3)))
+        return method.assimilate(background.clone(), Observations.from_values(y, op.std), op)
+
+    fast_analysis, whole_analysis = analyse(fast), analyse(whole)
+    assert torch.equal(fast_analysis, whole_analysis)
+    assert not torch.allclose(fast_analysis.mean(0), background.mean(0), atol=1e-3)  # the observations moved it
