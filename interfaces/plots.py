@@ -15,6 +15,7 @@ canvas directly, never through pyplot, so no global backend or figure list is to
 from __future__ import annotations
 
 import math
+import textwrap
 
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +33,13 @@ LAT_LABEL, LON_LABEL = "latitude (°N)", "longitude (°E)"
 #: not drawn in the first rows' colours (the imperfect-physics table has eleven rows, and 'C10' is
 #: 'C0' again: its free run and latent 3D-Var were drawn alike).
 EXTRA_COLOURS = ("navy", "darkgoldenrod", "lime", "magenta", "teal", "maroon")
+
+
+def suptitle(fig, text: str, fontsize: float) -> None:
+    """A figure title wrapped to the figure's width: a table's title (model, options, truth
+    model, bias correction, cycles) runs past 150 characters and was cut at both edges."""
+    per_line = max(40, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+    fig.suptitle(textwrap.fill(text, per_line), fontsize=fontsize)
 
 
 def line_colour(i: int):
@@ -129,7 +137,7 @@ def cycle_maps(source, cycle: int = -1, variable: str = "h", out=None, lat=None,
             _mark_sites(ax, obs[1], obs[0], label="observation sites" if ax is axes[0, 0] else None)
         axes[0, 0].legend(loc="lower left", fontsize="small")
     axes[1, 2].axis("off")
-    fig.suptitle(title or f"{variable}, cycle {cycle}")
+    suptitle(fig, title or f"{variable}, cycle {cycle}", fontsize=12)
     if out is not None:
         fig.savefig(out, dpi=90)
     return fig
@@ -287,7 +295,7 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
     if burn_in:
         handles.append(Patch(color="0.88", label=f"burn-in ({burn_in} cycles, not scored)"))
     fig.legend(handles=handles, loc="outside right center", fontsize="small", frameon=False)
-    fig.suptitle(title or "RMSE per cycle", fontsize=10)
+    suptitle(fig, title or "RMSE per cycle", fontsize=10)
     if out is not None:
         fig.savefig(out, dpi=100)
     return fig
@@ -422,7 +430,7 @@ def compare_maps(runs: Mapping[str, Any], out=None, cycle: int = -1, variable: s
         for col in range(2):
             if axes[row, col].axison:
                 label(axes[row, col], row)
-    fig.suptitle(title or f"{name}, cycle {top['cycle']}", fontsize=10)
+    suptitle(fig, title or f"{name}, cycle {top['cycle']}", fontsize=10)
     if out is not None:
         fig.savefig(out, dpi=90)
     return fig
@@ -512,7 +520,7 @@ def compare_cost(rows, out=None, title: str | None = None):
     axes[0].yaxis.set_minor_formatter(sparse)
     axes[0].set_ylabel("analysis RMSE (mean over seeds, 95 % interval)")
     axes[0].legend(fontsize="small", loc="best")
-    fig.suptitle(title or "analysis RMSE against cost", fontsize=10)
+    suptitle(fig, title or "analysis RMSE against cost", fontsize=10)
     if out is not None:
         fig.savefig(out, dpi=100)
     return fig

@@ -156,6 +156,18 @@ def test_rmse_plot_draws_every_row_of_a_long_table_in_its_own_colour():
     assert solid == set(drawn.values())
 
 
+def test_a_table_title_longer_than_the_figure_wraps_inside_it():
+    # The sixth regimes table's title (model, obs, truth model, bias correction, cycles) is 167
+    # characters; drawn on one line it ran off both edges of the figure.
+    title = ("sw (resolution=32x64), obs random:0.05, truth model drag_days=7.0, jet_speed=70.0, forecasts "
+             "bias-corrected from drag_days=7.0;jet_speed=70.0, 300 cycles (100 burn-in): RMSE per cycle")
+    fig = plots.compare_rmse({"letkf": [sphere_run(15.0, 0)]}, title=title)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    assert fig._suptitle.get_text().replace("\n", " ") == title
+
+
 def test_no_obs_level_for_nonlinear_observations_and_one_variable_level_in_state_units():
     fig = plots.compare_rmse({"3dvar": [sphere_run(40.0, 0, obs="arctan+random:0.05")]})
     assert not [line for ax in fig.axes for line in ax.lines if line.get_linestyle() == ":"]
