@@ -40,11 +40,12 @@ from interfaces.observations import ArctanOperator, SparseLinearOperator
 from .enkf import EnsembleFilter, ensemble_space
 
 
-def _normal(shape, generator) -> torch.Tensor:
-    """Standard normal draws in float64, sampled in float32: torch's float32 sampler is
-    vectorised and 5x faster on the CPU, and an analysis draws one (members x state) field per
-    reverse step (400+ on the sphere). 24-bit draws are ample for noise."""
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(torch.float64)
+def _normal(shape, generator, device) -> torch.Tensor:
+    """Standard normal draws in float64 on ``device``, sampled in float32 on the CPU generator:
+    torch's float32 sampler is vectorised and 5x faster on the CPU, and an analysis draws one
+    (members x state) field per reverse step (400+ on the sphere); 24-bit draws are ample for
+    noise. Drawn on the CPU, then moved: the same numbers on every device."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=torch.float64)
 
 
 def _on_support(operator):
@@ -192,7 +193,7 @@ class EnSF(EnsembleFilter):
         N = background.shape[0]
         mean, anom, prior_spread, _, _ = ensemble_space(background, operator, o["inflation"])
         mean = mean.detach()
-        self.scale = self.clim_scale.to(anom.dtype)
+        self.scale = self.clim_scale.to(anom)  # the analysis's dtype and device
         if o["scale"] == "spread":
             # Floored at a millionth of the climatological std: a collapsed value stays finite.
             self.scale = torch.maximum(anom.pow(2).sum(0).div(N - 1).sqrt(), 1e-6 * self.scale)
@@ -204,7 +205,7 @@ class EnSF(EnsembleFilter):
         if support is not None:
             mean_s, scale_s = mean[support], self.scale[support]
         dt = 1.0 / steps
-        z = _normal(anom.shape, gen)
+        z = _normal(anom.shape, gen, anom.device)
         # The loop's updates run in place, in buffers made once: the same operations in the same
         # order as z = z - dt (f z - g^2 score), so the same bits, without a fresh field each.
         score, work = torch.empty_like(z), torch.empty_like(z)
@@ -228,7 +229,7 @@ class EnSF(EnsembleFilter):
             # Reverse time: z_{t - dt} = z_t - dt (f z - g^2 score) + sqrt(dt) g noise.
             z.sub_(torch.mul(z, f, out=work).sub_(score.mul_(g2)).mul_(dt))
             if k < steps - 1 or o["final_noise"]:
-                z.add_(_normal(z.shape, gen).mul_(math.sqrt(dt * g2)))
+                z.add_(_normal(z.shape, gen, z.device).mul_(math.sqrt(dt * g2)))
 
         post = self.scale * z
         new_mean = post.mean(0)
