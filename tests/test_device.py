@@ -18,6 +18,7 @@ import xarray as xr
 
 import baselines.enkf
 from baselines.enkf import EnKF
+from baselines.ensf import EnSF
 from baselines.letkf import LETKF
 from baselines.var3d import Var3D
 from interfaces.assimilator import Assimilator, Context
@@ -117,7 +118,7 @@ def test_enkf_computes_its_analysis_on_the_context_device(l96, monkeypatch):
 @pytest.mark.parametrize("name, cls, options, members", [
     ("3dvar", Var3D, {}, 1), ("enkf", EnKF, {"variant": "stochastic"}, 20), ("letkf", LETKF, {}, 20),
     ("losda", LOSDA, {**TINY, "samples": 2, "steps": 3}, 1), ("dps", DPS, {**TINY, "samples": 2, "steps": 3}, 1),
-    ("l3dvar", L3DVar, {**TINY, "iters": 5}, 1),
+    ("l3dvar", L3DVar, {**TINY, "iters": 5}, 1), ("ensf", EnSF, {"steps": 20}, 20),
 ])
 def test_an_explicit_cpu_device_returns_the_same_cpu_float64_analysis(l96, name, cls, options, members):
     ens = l96["ens"][:members]
