@@ -56,7 +56,8 @@ def _on_support(operator):
     An analysis takes the likelihood score hundreds of times, and at 5 % coverage it is zero at
     95 % of the state: working on the support does the same arithmetic on every value it
     touches (each observed value the same sum of the same terms in the same order), so the
-    analysis is bit-identical to the whole-state path, in 2-2.5x less time."""
+    analysis is bit-identical to the whole-state path. With the in-place updates, a 32x64 sphere
+    analysis at 5 % coverage took 3.26 s instead of 4.74 (README, Speed)."""
     if type(operator) is ArctanOperator:
         support, inner = _on_support(operator.inner)
         if support is None:
