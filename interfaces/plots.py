@@ -54,6 +54,13 @@ def line_colour(i: int):
     return tuple(hsv_to_rgb(((i * 0.618034) % 1.0, 0.85, 0.75)))
 
 
+def row_colours(names) -> dict[str, Any]:
+    """One colour per table row, by its place in the table: passed to every figure of a table, so
+    that a row has the same colour in each (the cost figure once drew its points by method, the
+    RMSE figure by row, and the same colour meant EnSF in one and LO-SDA in the other)."""
+    return {name: line_colour(i) for i, name in enumerate(dict.fromkeys(names))}
+
+
 def _figure(**kwargs):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -223,7 +230,8 @@ def _stack(datasets, name: str) -> tuple[np.ndarray, np.ndarray]:
     return cycles, np.stack([np.asarray(d[name].values[:n], dtype=float) for d in datasets])
 
 
-def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, burn_in: int | None = None):
+def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, burn_in: int | None = None,
+                 colours: Mapping[str, Any] | None = None):
     """RMSE per cycle for several methods, each over several seeds.
 
     ``runs`` maps a method to a list of run files or Datasets (one per seed; the seeds should be
@@ -232,6 +240,8 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
     its min-max band over seeds (shaded, when there are several), and the mean background RMSE
     (dashed). A dotted line marks the observation-error std where it is comparable, and the
     burn-in cycles (left out of every score; ``burn_in`` or the files' attribute) are shaded.
+    ``colours`` maps a method to its colour (``row_colours`` of the table's rows, shared with the
+    table's other figures); by default each method's place in ``runs``.
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -252,6 +262,7 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
     if burn_in is None:
         burn_in = int(first.attrs.get("burn_in", 0) or 0)
     seeds = sorted({len(d) for d in loaded.values()})
+    colour = {**row_colours(loaded), **(colours or {})}
 
     ncols = 1 if len(panels) == 1 else 2
     nrows = -(-len(panels) // ncols)
@@ -263,14 +274,14 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
     for ax, variable in zip(axes, panels):
         name = "analysis_rmse" if variable is None else f"analysis_rmse_{variable}"
         bname = name.replace("analysis", "background", 1)
-        for i, (method, datasets) in enumerate(loaded.items()):
+        for method, datasets in loaded.items():
             cycles, values = _stack(datasets, name)
-            ax.plot(cycles, values.mean(0), color=line_colour(i), lw=1.4)
+            ax.plot(cycles, values.mean(0), color=colour[method], lw=1.4)
             if values.shape[0] > 1:
-                ax.fill_between(cycles, values.min(0), values.max(0), color=line_colour(i), alpha=0.18, lw=0)
+                ax.fill_between(cycles, values.min(0), values.max(0), color=colour[method], alpha=0.18, lw=0)
                 any_band = True
             if all(bname in d for d in datasets):
-                ax.plot(cycles, _stack(datasets, bname)[1].mean(0), color=line_colour(i), ls="--", lw=0.9)
+                ax.plot(cycles, _stack(datasets, bname)[1].mean(0), color=colour[method], ls="--", lw=0.9)
         level = obs_error_level(first, variable)
         if level is not None:
             ax.axhline(level, color="k", ls=":", lw=1.2)
@@ -285,7 +296,7 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
         ax.set_title("overall" if variable is None and panels[1:] else (variable or ""), fontsize=10)
 
     seed_text = "/".join(map(str, seeds)) + " seed" + ("s" if seeds != [1] else "")
-    handles = [Line2D([], [], color=line_colour(i), lw=2, label=m) for i, m in enumerate(loaded)]
+    handles = [Line2D([], [], color=colour[m], lw=2, label=m) for m in loaded]
     handles += [Line2D([], [], color="0.3", lw=1.4, label=f"analysis (mean over {seed_text})"),
                 Line2D([], [], color="0.3", ls="--", lw=0.9, label="background (mean)")]
     if any_band:
@@ -441,22 +452,16 @@ COST_AXES = (("seconds_per_cycle", "seconds per cycle (wall time)"),
              ("forecasts_per_cycle", "forecasts per cycle (member integrations)"))
 
 
-def _variant_text(row) -> str:
-    """What tells a row apart from its method's other rows, as its name says it ('members=20,
-    rtps=0.5' of 'losda (members=20, rtps=0.5)'); the raw settings for a row named otherwise."""
-    name, base = row["method"], row.get("variant_of", row["method"])
-    if name.startswith(base + " (") and name.endswith(")"):
-        return name[len(base) + 2:-1]
-    return ", ".join(f"{k}={v}" for k, v in row["variant"].items())
-
-
-def compare_cost(rows, out=None, title: str | None = None):
+def compare_cost(rows, out=None, title: str | None = None, colours: Mapping[str, Any] | None = None):
     """Accuracy for the compute spent: analysis RMSE (mean over seeds, 95 % interval as error
     bars) against seconds per cycle and, in a second panel, against forecasts per cycle, both on
     log axes. ``rows`` are a comparison table's rows (interfaces.aggregate.aggregate): one point
-    each; the rows of one method run at several settings (``variant_of``, ``variant``) form one
-    connected series in one colour, each point labelled with the settings that tell it apart.
-    Rows without a finite RMSE or a positive cost are left out of that panel."""
+    each, in its row's colour (``colours``, as in the table's other figures; by default its place
+    in ``rows``); the rows of one method run at several settings (``variant_of``, ``variant``) are
+    joined by a grey line in order of cost. The legend, right of the panels, names each row (its
+    settings included). Rows without a finite RMSE or a positive cost are left out of that panel."""
+    from matplotlib.lines import Line2D
+
     from matplotlib.ticker import FuncFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:g}")
@@ -467,14 +472,16 @@ def compare_cost(rows, out=None, title: str | None = None):
     fig = _figure(figsize=(12, 4.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     methods = list(dict.fromkeys(r.get("variant_of", r["method"]) for r in rows))
+    colour = {**row_colours(r["method"] for r in rows), **(colours or {})}
+    drawn = set()  # rows drawn in either panel, for the legend
 
     def finite(v):
         return v is not None and np.isfinite(v)
 
     lows, highs = [], []  # the drawn points' interval ends, for the shared RMSE axis
     for ax, (key, axis_label) in zip(axes, COST_AXES):
-        xs, notes = [], []
-        for i, method in enumerate(methods):
+        xs = []
+        for method in methods:
             points = sorted(((float(r[key]), r) for r in rows if r.get("variant_of", r["method"]) == method
                              and finite(r.get(key)) and r[key] > 0 and finite(r.get("analysis_rmse"))),
                             key=lambda p: p[0])
@@ -483,26 +490,19 @@ def compare_cost(rows, out=None, title: str | None = None):
             x = [p[0] for p in points]
             y = [p[1]["analysis_rmse"] for p in points]
             err = [p[1].get("analysis_rmse_ci95") if finite(p[1].get("analysis_rmse_ci95")) else 0.0 for p in points]
-            bars = ax.errorbar(x, y, yerr=err, fmt="o-", color=line_colour(i), ms=5, lw=1.2, capsize=3, label=method)
-            bars.lines[0].set_gid(method)  # the data line, found by method in tests and tools
+            # The series, in grey: its points may have several colours. Found by method (gid).
+            ax.plot(x, y, "-", color="0.6", lw=1.0, zorder=1, gid=method)
+            for xi, yi, e, (_, r) in zip(x, y, err, points):
+                ax.errorbar([xi], [yi], yerr=[e], fmt="o", color=colour[r["method"]], ms=5, capsize=3,
+                            label=r["method"], zorder=2)
+                drawn.add(r["method"])
             xs += x
             lows += [(yi, yi - e) for yi, e in zip(y, err)]
             highs += [(yi, yi + e) for yi, e in zip(y, err)]
-            for xi, yi, (_, r) in zip(x, y, points):
-                if r.get("variant"):
-                    note = ax.annotate(_variant_text(r), (xi, yi), xytext=(4, 4), textcoords="offset points",
-                                       fontsize=7, color=line_colour(i))
-                    note.set_in_layout(False)  # a long label must not squeeze the panels
-                    notes.append((note, xi))
         ax.set_xscale("log")
         ax.set_yscale("log")
         if xs:  # explicit, so that one cost for every row (all deterministic) is not an empty range
             ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-            low, high = np.log(ax.get_xlim())
-            for note, xi in notes:  # right of the point, or left of it in the panel's right part
-                if (np.log(xi) - low) / (high - low) > 0.6:
-                    note.set_horizontalalignment("right")
-                    note.xyann = (-4, 4)
         ax.xaxis.set_major_formatter(plain)  # 0.002 s, not 2 x 10^-3
         # Minor labels (2, 3, 5 within a decade) only when the axis spans few decades: over many
         # they crowd into one another.
@@ -519,7 +519,14 @@ def compare_cost(rows, out=None, title: str | None = None):
     axes[0].yaxis.set_major_formatter(plain)
     axes[0].yaxis.set_minor_formatter(sparse)
     axes[0].set_ylabel("analysis RMSE (mean over seeds, 95 % interval)")
-    axes[0].legend(fontsize="small", loc="best")
+    # Long names wrapped (a reanalysis-style LO-SDA row is 100 characters): unwrapped, the legend
+    # squeezed the panels until their axis labels ran into each other.
+    handles = [Line2D([], [], color=colour[r["method"]], marker="o", ls="",
+                      label=textwrap.fill(r["method"], 44, subsequent_indent="  "))
+               for r in rows if r["method"] in drawn]
+    # Outside the panels, as in the RMSE figure: rows' names (settings included) are long, and
+    # labels beside the points ran into each other and over the axis label.
+    fig.legend(handles=handles, loc="outside right center", fontsize="small", frameon=False)
     suptitle(fig, title or "analysis RMSE against cost", fontsize=10)
     if out is not None:
         fig.savefig(out, dpi=100)

@@ -472,12 +472,20 @@ def map_seed_runs(runs: dict[str, dict[int, Path]]) -> tuple[dict[str, Path], st
     return {m: next(iter(s.values())) for m, s in runs.items()}, "each method's first seed"
 
 
+def table_colours(table: dict, methods=()) -> dict:
+    """Each row's colour, the same in all of the table's figures: by the row's place in the
+    table, then (for a table without rows) by the order of ``methods``."""
+    from . import plots
+
+    return plots.row_colours([r["method"] for r in table.get("rows", ())] + list(methods))
+
+
 def plot_rmse(runs: dict[str, dict[int, Path]], table: dict, path: Path) -> Path:
     """Analysis and background RMSE against cycle: mean over seeds, min-max band, per variable."""
     from . import plots
 
     plots.compare_rmse({m: list(s.values()) for m, s in runs.items()}, out=path, burn_in=table.get("burn_in"),
-                       title=f"{table_title(table)}: RMSE per cycle")
+                       title=f"{table_title(table)}: RMSE per cycle", colours=table_colours(table, runs))
     return path
 
 
@@ -485,7 +493,8 @@ def plot_cost(table: dict, path: Path) -> Path:
     """Analysis RMSE against seconds and forecasts per cycle, one point per row."""
     from . import plots
 
-    plots.compare_cost(table["rows"], out=path, title=f"{table_title(table)}: accuracy against cost")
+    plots.compare_cost(table["rows"], out=path, title=f"{table_title(table)}: accuracy against cost",
+                       colours=table_colours(table))
     return path
 
 

@@ -156,6 +156,35 @@ def test_rmse_plot_draws_every_row_of_a_long_table_in_its_own_colour():
     assert solid == set(drawn.values())
 
 
+def test_a_row_has_the_same_colour_in_the_rmse_and_the_cost_figure():
+    # The cost figure drew its points by method (letkf-6 in letkf-20's colour) and the RMSE figure
+    # by row, so the perfect-model table's EnSF was purple in one and red in the other.
+    from matplotlib.colors import to_rgb
+
+    rows = [{"method": m, "variant_of": base, "variant": variant, "analysis_rmse": rmse,
+             "analysis_rmse_ci95": 0.01, "seconds_per_cycle": sec, "forecasts_per_cycle": n}
+            for m, base, variant, rmse, sec, n in (
+                ("free", "free", {}, 1.4, 0.1, 1), ("letkf (members=20)", "letkf", {"members": 20}, 0.04, 0.5, 20),
+                ("letkf (members=6)", "letkf", {"members": 6}, 0.05, 0.25, 6), ("ensf", "ensf", {}, 0.9, 1.9, 20))]
+    colours = plots.row_colours(r["method"] for r in rows)
+    assert len(set(colours.values())) == 4
+    cost = plots.compare_cost(rows, colours=colours)
+    points = {c.get_label(): to_rgb(c.lines[0].get_color()) for c in cost.axes[0].containers}
+    assert points == {m: to_rgb(c) for m, c in colours.items()}
+    (legend,) = cost.legends
+    assert [t.get_text() for t in legend.get_texts()] == [r["method"] for r in rows]
+    # The two LETKF rows are still one series (a grey line, in order of cost).
+    series = [line for line in cost.axes[0].get_lines() if line.get_gid() == "letkf"]
+    assert len(series) == 1 and list(series[0].get_xdata()) == [0.25, 0.5]
+    # The RMSE figure, given the same colours (in another order of runs), draws each row in its own.
+    runs = {m: [sphere_run(10.0 + i, 0)] for i, m in enumerate(reversed(list(colours)))}
+    rmse = plots.compare_rmse(runs, colours=colours)
+    (fig_legend,) = rmse.legends
+    drawn = {t.get_text(): to_rgb(h.get_color()) for t, h in zip(fig_legend.get_texts(), fig_legend.legend_handles)
+             if t.get_text() in colours}
+    assert drawn == {m: to_rgb(c) for m, c in colours.items()}
+
+
 def test_a_table_title_longer_than_the_figure_wraps_inside_it():
     # The sixth regimes table's title (model, obs, truth model, bias correction, cycles) is 167
     # characters; drawn on one line it ran off both edges of the figure.
