@@ -74,6 +74,10 @@ def test_error_limit_is_set_by_the_assimilating_methods_not_the_free_run():
     assert plots.error_limit(errors) == 40.0
     assert plots.error_limit({"free": errors["free"]}) == 900.0  # only references: their own scale
     assert plots.error_limit({"a": np.zeros((2, 2))}) == 1.0  # a perfect analysis still gets a scale
+    # A method that assimilates but fails (RMS over ten times the best) saturates too.
+    failing = {**errors, "ensf": np.array([[-700.0, 650.0]])}
+    assert plots.error_limit(failing) == 40.0
+    assert plots.error_limit({**failing, "letkf": np.zeros((1, 2))}) == 40.0  # a perfect one is no yardstick
 
 
 def test_maps_share_a_da_error_scale_mark_observations_and_label_axes_and_units():
