@@ -54,6 +54,12 @@ def line_colour(i: int):
     return tuple(hsv_to_rgb(((i * 0.618034) % 1.0, 0.85, 0.75)))
 
 
+def legend_label(name: str) -> str:
+    """A row's name for a legend, wrapped: a reanalysis-style LO-SDA row's name is 100 characters,
+    and unwrapped it squeezed the panels until their axis labels ran into each other."""
+    return textwrap.fill(name, 44, subsequent_indent="  ")
+
+
 def row_colours(names) -> dict[str, Any]:
     """One colour per table row, by its place in the table: passed to every figure of a table, so
     that a row has the same colour in each (the cost figure once drew its points by method, the
@@ -296,7 +302,7 @@ def compare_rmse(runs: Mapping[str, Any], out=None, title: str | None = None, bu
         ax.set_title("overall" if variable is None and panels[1:] else (variable or ""), fontsize=10)
 
     seed_text = "/".join(map(str, seeds)) + " seed" + ("s" if seeds != [1] else "")
-    handles = [Line2D([], [], color=colour[m], lw=2, label=m) for m in loaded]
+    handles = [Line2D([], [], color=colour[m], lw=2, label=legend_label(m)) for m in loaded]
     handles += [Line2D([], [], color="0.3", lw=1.4, label=f"analysis (mean over {seed_text})"),
                 Line2D([], [], color="0.3", ls="--", lw=0.9, label="background (mean)")]
     if any_band:
@@ -529,10 +535,7 @@ def compare_cost(rows, out=None, title: str | None = None, colours: Mapping[str,
     axes[0].yaxis.set_major_formatter(plain)
     axes[0].yaxis.set_minor_formatter(sparse)
     axes[0].set_ylabel("analysis RMSE (mean over seeds, 95 % interval)")
-    # Long names wrapped (a reanalysis-style LO-SDA row is 100 characters): unwrapped, the legend
-    # squeezed the panels until their axis labels ran into each other.
-    handles = [Line2D([], [], color=colour[r["method"]], marker="o", ls="",
-                      label=textwrap.fill(r["method"], 44, subsequent_indent="  "))
+    handles = [Line2D([], [], color=colour[r["method"]], marker="o", ls="", label=legend_label(r["method"]))
                for r in rows if r["method"] in drawn]
     # Outside the panels, as in the RMSE figure: rows' names (settings included) are long, and
     # labels beside the points ran into each other and over the axis label.

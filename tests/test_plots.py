@@ -187,6 +187,10 @@ def test_a_row_has_the_same_colour_in_the_rmse_and_the_cost_figure():
     drawn = {t.get_text(): to_rgb(h.get_color()) for t, h in zip(fig_legend.get_texts(), fig_legend.legend_handles)
              if t.get_text() in colours}
     assert drawn == {m: to_rgb(c) for m, c in colours.items()}
+    # A long row name is wrapped in both legends, so that it does not squeeze the panels.
+    long_name = "losda (members=1, train_data=jet_speed=70.0;drag_days=7.0, rtps=0.0, train_backgrounds=forecast)"
+    assert max(map(len, plots.legend_label(long_name).splitlines())) <= 44
+    assert plots.legend_label(long_name).replace("\n  ", " ") == long_name
 
 
 def test_a_table_title_longer_than_the_figure_wraps_inside_it():
