@@ -477,7 +477,6 @@ def compare_cost(rows, out=None, title: str | None = None, colours: Mapping[str,
     joined by a grey line in order of cost. The legend, right of the panels, names each row (its
     settings included). Rows without a finite RMSE or a positive cost are left out of that panel."""
     from matplotlib.lines import Line2D
-
     from matplotlib.ticker import FuncFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:g}")
