@@ -168,6 +168,12 @@ def run(cmd: list[str], log) -> int:
     return code
 
 
+#: Held by whichever of the driver's threads reads or writes run files. HDF5, under netCDF4, is
+#: not thread-safe: on 2026-12-07 the archive thread's sync ran while the main thread slimmed a
+#: finished search's files, and the driver died of a segmentation fault inside libhdf5.
+RUN_FILES = threading.Lock()
+
+
 class Archive:
     """Slim copies of every finished run file (interfaces/archive.py), kept under
     <results>/archive/ to be committed: a driver started on a fresh machine restores them first,
@@ -175,7 +181,7 @@ class Archive:
     background thread and after each command, so a session cut short keeps its finished jobs."""
 
     def __init__(self, log, every: float):
-        self.log, self.every, self.pairs, self.lock = log, every, [], threading.Lock()
+        self.log, self.every, self.pairs = log, every, []
 
     @staticmethod
     def shown(path: Path) -> str:
@@ -184,17 +190,17 @@ class Archive:
     def track(self, run_dir: Path, archive_dir: Path) -> None:
         from interfaces import archive
 
-        copied = archive.restore(archive_dir, run_dir)
-        if copied:
-            self.log(f"  restored {len(copied)} finished run(s) from {self.shown(archive_dir)}")
-        with self.lock:
+        with RUN_FILES:
+            copied = archive.restore(archive_dir, run_dir)
             if (run_dir, archive_dir) not in self.pairs:
                 self.pairs.append((run_dir, archive_dir))
+        if copied:
+            self.log(f"  restored {len(copied)} finished run(s) from {self.shown(archive_dir)}")
 
     def sync(self) -> None:
         from interfaces import archive
 
-        with self.lock:
+        with RUN_FILES:
             for run_dir, archive_dir in self.pairs:
                 written = archive.sync(run_dir, archive_dir)
                 if written:
@@ -454,7 +460,8 @@ def slim_tune_runs(run_dir: Path, log) -> None:
     """Replace a finished search's complete run files by their slim copies (interfaces/archive.py)."""
     from interfaces import archive
 
-    count, freed = archive.slim_in_place(run_dir)
+    with RUN_FILES:
+        count, freed = archive.slim_in_place(run_dir)
     if count:
         log(f"  slimmed {count} tuning run file(s) in {run_dir.relative_to(ROOT)}, {freed / 1e9:.1f} GB freed")
 

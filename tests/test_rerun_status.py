@@ -229,3 +229,27 @@ def test_a_latent_ensemble_searches_its_own_grid_with_the_one_member_choice_held
     assert ensemble == {"output": "increment", "prox": 0.1, "steps": 40, "rtps": 0.7}
     assert suites._tuned_options(entries, tuned_file, "t", "losda", None, [2000], {}) == {
         "output": "increment", "prox": 0.1, "steps": 40}
+
+
+def test_the_driver_never_touches_run_files_from_two_threads_at_once(rerun_full, tmp_path, monkeypatch):
+    """HDF5 is not thread-safe: the archive thread's sync, a restore and the main thread's
+    slimming of a finished search each hold the driver's one run-file lock (a sync that ran during
+    a slim killed the driver with a segmentation fault in libhdf5 on 2026-12-07)."""
+    held = []
+
+    def records_lock(name, result):
+        def call(*args, **kwargs):
+            held.append((name, rerun_full.RUN_FILES.locked()))
+            return result
+        return call
+
+    monkeypatch.setattr(archive, "restore", records_lock("restore", []))
+    monkeypatch.setattr(archive, "sync", records_lock("sync", []))
+    monkeypatch.setattr(archive, "slim_in_place", records_lock("slim", (0, 0)))
+    monkeypatch.setattr(rerun_full, "ROOT", tmp_path)
+    store = rerun_full.Archive(lambda line: None, every=3600)
+    store.track(tmp_path / "runs", tmp_path / "archive")
+    store.sync()
+    rerun_full.slim_tune_runs(tmp_path / "runs", lambda line: None)
+    assert held == [("restore", True), ("sync", True), ("slim", True)]
+    assert not rerun_full.RUN_FILES.locked()
