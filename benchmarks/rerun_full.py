@@ -127,6 +127,10 @@ def searches(name: str, block: dict, method: str, family: str, tuned_file: Path 
     is a calibration control, with ``calibrate`` (tune --calibrate): among the settings within
     the tolerance of the lowest RMSE, the spread-skill nearest 1 wins."""
     members, grids = GRIDS[family][method]
+    # A table may search more options than GRIDS' (``extra_grids``): the arctan table's LO-SDA
+    # needs more L-BFGS evaluations to fit a nonlinear operator. Every search of the method in
+    # the table, at every size, gets them.
+    grids = [*grids, *block.get("extra_grids", {}).get(method, [])]
     members = block.get("members", {}).get(method, members)
     fixed = block.get("method_options", {}).get(method, {})
     yield f"{name}-{method}", members, fixed, grids, False

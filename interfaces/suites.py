@@ -375,7 +375,7 @@ EVERY_ROW = "*"
 
 #: Options a run's cost grows with, in proportion: what tune's --tolerance trades accuracy
 #: against, and what makes a variant row a cost view of its method (aggregate.equal_cost_pairs).
-COST_OPTIONS = ("steps", "samples", "members", "iterations")
+COST_OPTIONS = ("steps", "samples", "members", "iterations", "iters")
 
 
 def pair_method(name: str) -> str:

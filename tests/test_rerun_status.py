@@ -253,3 +253,19 @@ def test_the_driver_never_touches_run_files_from_two_threads_at_once(rerun_full,
     rerun_full.slim_tune_runs(tmp_path / "runs", lambda line: None)
     assert held == [("restore", True), ("sync", True), ("slim", True)]
     assert not rerun_full.RUN_FILES.locked()
+
+
+def test_a_table_searches_its_extra_grids_beside_the_methods_own(rerun_full, tmp_path):
+    """extra_grids: a table adds options to a method's searches (at every size it runs), after
+    GRIDS' lists; other methods and tables keep their grids."""
+    block = {"members": {"letkf": 20}, "variants": {"letkf": [{"members": 6}]},
+             "extra_grids": {"losda": ["iters=5,10,20"], "letkf": ["radius=0,800"]}}
+    (_, _, _, grids, _), = rerun_full.searches("t", block, "losda", "sw")
+    assert grids == [*rerun_full.GRIDS["sw"]["losda"][1], "iters=5,10,20"]
+    letkf = list(rerun_full.searches("t", block, "letkf", "sw"))
+    assert [f for f, *_ in letkf] == ["t-letkf", "t-letkf-members6"]
+    assert all(g[-1] == "radius=0,800" for _, _, _, g, _ in letkf)
+    (_, _, _, dps, _), = rerun_full.searches("t", block, "dps", "sw")
+    assert dps == rerun_full.GRIDS["sw"]["dps"][1]
+    (_, _, _, plain, _), = rerun_full.searches("t", {}, "losda", "sw")
+    assert plain == rerun_full.GRIDS["sw"]["losda"][1]

@@ -425,3 +425,19 @@ variants = {{ letkf = [{{ members = 6 }}] }}
     path.write_text(tuned.dumps([entry(20, 1.02)]))
     assert inflation_by_size() == {20: 1.02, 6: None}  # the method's own default: nothing applied
     assert tuned.find(tuned.read(path), "lorenz96-every2", "letkf", 6)["members"] == 20  # the caller refuses it
+
+
+def test_iteration_counts_are_cost_options_by_default(tmp_path):
+    """The latent methods' optimiser iterations (iters) cost like reverse steps: within the
+    tolerance, fewer win (the arctan and 1 % tables search LO-SDA's and latent 3D-Var's)."""
+    from interfaces.suites import COST_OPTIONS
+    from interfaces.tune import Search
+
+    args = Namespace(method="losda", model="lorenz96", obs="every:2", obs_std=None, cycles=10, burn_in=2,
+                     members=None, options=[], truth_options=[], model_error=None, runs=str(tmp_path),
+                     extend_edges=0, tolerance=0.01, cost_options=",".join(COST_OPTIONS))
+    search = Search(args, get_registry(), {"prox": ["0.5", "0.25"], "iters": ["5", "10", "20"]}, [100])
+    assert search.cost_keys == ["iters"]
+    search.scores = {("0.5", "20"): {"score": 0.200}, ("0.5", "10"): {"score": 0.2015},
+                     ("0.25", "5"): {"score": 0.210}}
+    assert search.pick(list(search.scores)) == ("0.5", "10")  # within 1 % of the lowest, half the iterations
