@@ -128,9 +128,15 @@ def searches(name: str, block: dict, method: str, family: str, tuned_file: Path 
     the tolerance of the lowest RMSE, the spread-skill nearest 1 wins."""
     members, grids = GRIDS[family][method]
     # A table may search more options than GRIDS' (``extra_grids``): the arctan table's LO-SDA
-    # needs more L-BFGS evaluations to fit a nonlinear operator. Every search of the method in
-    # the table, at every size, gets them.
-    grids = [*grids, *block.get("extra_grids", {}).get(method, [])]
+    # needs more L-BFGS iterations to fit a nonlinear operator. Every search of the method in
+    # the table, at every size, gets them, first: coordinate descent moves them before the
+    # others (iterations before reverse steps, whose product is LO-SDA's cost).
+    extra = block.get("extra_grids", {}).get(method, [])
+    twice = {g.partition("=")[0] for g in extra} & {g.partition("=")[0] for g in grids}
+    if twice:
+        raise SystemExit(f"rerun_full: table {name}: extra_grids for {method} names {', '.join(sorted(twice))}, "
+                         "which its search already has (benchmarks/rerun_full.py GRIDS)")
+    grids = [*extra, *grids]
     members = block.get("members", {}).get(method, members)
     fixed = block.get("method_options", {}).get(method, {})
     yield f"{name}-{method}", members, fixed, grids, False

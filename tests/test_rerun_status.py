@@ -256,16 +256,18 @@ def test_the_driver_never_touches_run_files_from_two_threads_at_once(rerun_full,
 
 
 def test_a_table_searches_its_extra_grids_beside_the_methods_own(rerun_full, tmp_path):
-    """extra_grids: a table adds options to a method's searches (at every size it runs), after
-    GRIDS' lists; other methods and tables keep their grids."""
+    """extra_grids: a table adds options to a method's searches (at every size it runs), before
+    GRIDS' lists (descent moves them first); other methods and tables keep their grids."""
     block = {"members": {"letkf": 20}, "variants": {"letkf": [{"members": 6}]},
-             "extra_grids": {"losda": ["iters=5,10,20"], "letkf": ["radius=0,800"]}}
+             "extra_grids": {"losda": ["iters=5,10,20"], "letkf": ["halo=0,1"]}}
     (_, _, _, grids, _), = rerun_full.searches("t", block, "losda", "sw")
-    assert grids == [*rerun_full.GRIDS["sw"]["losda"][1], "iters=5,10,20"]
+    assert grids == ["iters=5,10,20", *rerun_full.GRIDS["sw"]["losda"][1]]
     letkf = list(rerun_full.searches("t", block, "letkf", "sw"))
     assert [f for f, *_ in letkf] == ["t-letkf", "t-letkf-members6"]
-    assert all(g[-1] == "radius=0,800" for _, _, _, g, _ in letkf)
+    assert all(g[0] == "halo=0,1" for _, _, _, g, _ in letkf)
     (_, _, _, dps, _), = rerun_full.searches("t", block, "dps", "sw")
     assert dps == rerun_full.GRIDS["sw"]["dps"][1]
     (_, _, _, plain, _), = rerun_full.searches("t", {}, "losda", "sw")
     assert plain == rerun_full.GRIDS["sw"]["losda"][1]
+    with pytest.raises(SystemExit, match="extra_grids for losda names prox, which its search already has"):
+        list(rerun_full.searches("t", {"extra_grids": {"losda": ["prox=0.1,0.05"]}}, "losda", "sw"))
