@@ -426,6 +426,21 @@ def edge_extension(values: list[str], chosen: str) -> str | None:
     return f"{new:.6g}"
 
 
+UNTESTABLE = "**no** (untestable)"
+
+
+def _stationary_text(s: dict) -> str:
+    """A search row's stationarity as the tables write it. steady_state leaves the time interval
+    nan exactly when no seed's window could be tested (too few independent cycles), so a False
+    flag without a finite interval is 'untestable', not a trend (entries store no reason)."""
+    if s["stationary"] is None:
+        return "–"
+    if s["stationary"]:
+        return "yes"
+    finite = s.get("time_ci95") is not None and math.isfinite(s["time_ci95"])
+    return "**no**" if finite else UNTESTABLE
+
+
 def search_table(entry: dict) -> str:
     keys = list(entry["chosen"])
     calibrated = bool(entry.get("calibrate"))
@@ -439,12 +454,15 @@ def search_table(entry: dict) -> str:
         score = "failed: " + s["error"] if s.get("error") else f"{s['score']:.4g}" + (
             f" ± {s['score_ci95']:.2g}" if math.isfinite(s["score_ci95"]) else "")
         time_ci = f"± {s['time_ci95']:.2g}" if s["time_ci95"] is not None and math.isfinite(s["time_ci95"]) else "–"
-        stationary = {True: "yes", False: "**no**", None: "–"}[s["stationary"]]
+        stationary = _stationary_text(s)
         lowest = entry.get("lowest") and s["options"] == entry["lowest"]["options"]
         ratio = s.get("spread_skill")
         shown = ([f"{ratio:.3g}" if ratio is not None and math.isfinite(ratio) else "–"] if calibrated else [])
         lines.append("| " + " | ".join([*(str(s["options"][k]) for k in keys), score, time_ci, stationary, *shown,
                                         "chosen" if chosen else "lowest" if lowest else ""]) + " |")
+    if any(_stationary_text(s) == UNTESTABLE for s in entry["search"]):
+        lines += ["", f"{UNTESTABLE}: the scored window of each seed holds fewer than 3 independent cycles "
+                      "(AR(1) effective sample size), too few to test it for a trend; not a trend found."]
     if entry.get("at_edge"):
         grown = entry.get("extended") or {}
         parts = [f"{k} {entry['chosen'][k]} ({side}; its list grew {len(grown.get(k, []))} time(s))"

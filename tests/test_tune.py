@@ -441,3 +441,25 @@ def test_iteration_counts_are_cost_options_by_default(tmp_path):
     search.scores = {("0.5", "20"): {"score": 0.200}, ("0.5", "10"): {"score": 0.2015},
                      ("0.25", "5"): {"score": 0.210}}
     assert search.pick(list(search.scores)) == ("0.5", "10")  # within 1 % of the lowest, half the iterations
+
+
+def test_the_search_table_tells_an_untestable_window_from_a_trend():
+    """LO-SDA's arctan search (2026-12-07): 13 of its 14 settings read '**no**' as if their
+    windows trended, though no seed could be tested (100 cycles, lag-1 autocorrelation near
+    0.95). A False flag without a time interval is untestable, one with an interval a trend."""
+    from interfaces.tune import search_table
+
+    row = {"options": {"prox": 0.1}, "score": 0.126, "score_ci95": 0.06, "error": None}
+    entry = {"table": "t", "method": "losda", "seeds": [100, 101], "cycles": 200, "burn_in": 100,
+             "chosen": {"prox": 0.1}, "score": 0.126,
+             "search": [{**row, "stationary": False, "time_ci95": float("nan")},
+                        {**row, "options": {"prox": 0.25}, "stationary": False, "time_ci95": 0.01},
+                        {**row, "options": {"prox": 0.5}, "stationary": True, "time_ci95": 0.01}]}
+    lines = search_table(entry).splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| 0.")}
+    assert "**no** (untestable)" in rows["0.1"] and "chosen" in rows["0.1"]
+    assert "| **no** |" in rows["0.25"] and "untestable" not in rows["0.25"]
+    assert "| yes |" in rows["0.5"]
+    assert any(line.startswith("**no** (untestable): the scored window") for line in lines)
+    entry["search"] = entry["search"][1:]
+    assert "untestable" not in search_table(entry)
