@@ -142,12 +142,19 @@ def markdown_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+#: The stationarity cell of a row whose windows were too short to test, and why (tune's search
+#: table writes the same).
+UNTESTABLE = "**no** (untestable)"
+UNTESTABLE_WHY = ("the scored window holds fewer than 3 independent cycles (AR(1) effective sample size), "
+                  "too few to show it stationary")
+
+
 def _stationary_cell(row: dict) -> str:
     """'yes', 'no (k of n seeds trend)' or '–' when the windows were too short to test."""
     if row.get("stationary") is None:
         return "–"
     if row.get("stationary_reason") == "too few independent cycles to test":
-        return "**no** (untestable)"
+        return UNTESTABLE
     flagged = row.get("nonstationary_seeds") or 0
     text = "yes" if row["stationary"] else "**no**"
     return text + (f" ({flagged}/{row['seeds']} seeds)" if flagged else "")
@@ -164,8 +171,7 @@ def table_notes(table: dict) -> str:
                      "lengthen the burn-in or the run.")
     short = [r["method"] for r in table["rows"] if r.get("stationary") is False and r not in trending]
     if short:
-        notes.append(f"Untestable: {', '.join(short)}: the scored window holds fewer than 3 independent cycles "
-                     "(AR(1) effective sample size), too few to show it stationary; lengthen the run.")
+        notes.append(f"Untestable: {', '.join(short)}: {UNTESTABLE_WHY}; lengthen the run.")
     if table.get("not_started"):
         notes.append(f"Not started yet (no finished seed): {', '.join(table['not_started'])}.")
     if table.get("scored_seeds") is not None:

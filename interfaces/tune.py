@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import aggregate, compare, suites, sweep, tuned
+from . import aggregate, compare, report, suites, sweep, tuned
 from .errors import UsageError
 from .grouping import group_name
 from .options import parse_assignments
@@ -426,9 +426,6 @@ def edge_extension(values: list[str], chosen: str) -> str | None:
     return f"{new:.6g}"
 
 
-UNTESTABLE = "**no** (untestable)"
-
-
 def _stationary_text(s: dict) -> str:
     """A search row's stationarity as the tables write it. steady_state leaves the time interval
     nan exactly when no seed's window could be tested (too few independent cycles), so a False
@@ -438,7 +435,7 @@ def _stationary_text(s: dict) -> str:
     if s["stationary"]:
         return "yes"
     finite = s.get("time_ci95") is not None and math.isfinite(s["time_ci95"])
-    return "**no**" if finite else UNTESTABLE
+    return "**no**" if finite else report.UNTESTABLE
 
 
 def search_table(entry: dict) -> str:
@@ -449,20 +446,21 @@ def search_table(entry: dict) -> str:
              f"{entry['cycles']} cycles, {entry['burn_in']} burn-in)", "",
              "| " + " | ".join([*keys, "RMSE a (seeds)", "± time (AR1)", "stationary", *extra, ""]) + " |",
              "|" + "|".join(["---:"] * (len(keys) + 3 + len(extra)) + ["---"]) + "|"]
+    untestable = False
     for s in entry["search"]:
         chosen = s["options"] == entry["chosen"]
         score = "failed: " + s["error"] if s.get("error") else f"{s['score']:.4g}" + (
             f" ± {s['score_ci95']:.2g}" if math.isfinite(s["score_ci95"]) else "")
         time_ci = f"± {s['time_ci95']:.2g}" if s["time_ci95"] is not None and math.isfinite(s["time_ci95"]) else "–"
         stationary = _stationary_text(s)
+        untestable |= stationary == report.UNTESTABLE
         lowest = entry.get("lowest") and s["options"] == entry["lowest"]["options"]
         ratio = s.get("spread_skill")
         shown = ([f"{ratio:.3g}" if ratio is not None and math.isfinite(ratio) else "–"] if calibrated else [])
         lines.append("| " + " | ".join([*(str(s["options"][k]) for k in keys), score, time_ci, stationary, *shown,
                                         "chosen" if chosen else "lowest" if lowest else ""]) + " |")
-    if any(_stationary_text(s) == UNTESTABLE for s in entry["search"]):
-        lines += ["", f"{UNTESTABLE}: the scored window of each seed holds fewer than 3 independent cycles "
-                      "(AR(1) effective sample size), too few to test it for a trend; not a trend found."]
+    if untestable:
+        lines += ["", f"{report.UNTESTABLE}: {report.UNTESTABLE_WHY}; not a trend found."]
     if entry.get("at_edge"):
         grown = entry.get("extended") or {}
         parts = [f"{k} {entry['chosen'][k]} ({side}; its list grew {len(grown.get(k, []))} time(s))"
